@@ -1,0 +1,1047 @@
+/*
+ * capture.c: the change-capture trigger, publish(), and the transaction's
+ * event buffer.
+ *
+ * The trigger turns each changed row into an event tuple and keeps it in
+ * memory; nothing is written to the event log until the transaction
+ * commits.  In the pre-commit step the events get their seq numbers (see
+ * ordering.c) and are written in one multi-insert.  A transaction whose
+ * events outgrow notify_ext.event_buffer writes the excess early with
+ * provisional negative numbers and renumbers those rows at commit.
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "partitioning/partbounds.h"
+#include "partitioning/partdesc.h"
+#include "storage/proc.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/partcache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "notify_ext.h"
+
+#if PG_VERSION_NUM >= 170000
+#define MY_LXID (MyProc->vxid.lxid)
+#define MY_PROC_INDEX MyProcNumber
+#else
+#define MY_LXID (MyProc->lxid)
+#define MY_PROC_INDEX (MyProc->pgprocno)
+#endif
+
+/* Columns of notify_ext.event_log, in order. */
+enum
+{
+	EV_SEQ,
+	EV_OCCURRED_AT,
+	EV_STREAM,
+	EV_OPERATION,
+	EV_RESOURCE_ID,
+	EV_RESOURCE_VARIANT,
+	EV_RESOURCE_PATH,
+	EV_ACTOR,
+	EV_PAYLOAD,
+	EV_CHANGED,
+	EV_NATTS
+};
+
+/* Rows written per multi-insert call. */
+#define WRITE_BATCH 1000
+
+/* ---------------------------------------------------------------------
+ * The transaction's buffered events
+ * --------------------------------------------------------------------- */
+
+typedef struct PendingEvent
+{
+	HeapTuple	tuple;			/* its seq column holds the ordinal */
+	SubTransactionId subid;		/* recorded in this subtransaction */
+} PendingEvent;
+
+static MemoryContext pending_cxt = NULL;
+static PendingEvent *pending = NULL;
+static int	npending = 0;
+static int	maxpending = 0;
+static Size pending_bytes = 0;
+static int64 next_ordinal = 0;	/* events recorded by this transaction */
+static int64 spilled_ordinals = 0;	/* ordinals below this may be spilled */
+static bool reserved = false;	/* holds commit numbers (ordering.c) */
+
+static TupleDesc event_desc = NULL;
+
+/* ---------------------------------------------------------------------
+ * Per-relation tracking configuration, from the trigger's arguments
+ * --------------------------------------------------------------------- */
+
+typedef struct TrackedRel
+{
+	Oid			relid;			/* hash key */
+	bool		valid;
+	MemoryContext cxt;
+	Datum		variant;
+	Datum		stream;
+	Datum		op_create;
+	Datum		op_update;
+	Datum		op_delete;
+	Datum		op_truncate;
+	AttrNumber	id_attnum;
+	AttrNumber	parent_attnum;	/* InvalidAttrNumber: no parent column */
+	FmgrInfo	id_out;
+	FmgrInfo	parent_out;
+	bool		id_is_text;
+	bool		parent_is_text;
+	RowJson    *rowjson;
+} TrackedRel;
+
+static HTAB *tracked_rels = NULL;
+
+/* ---------------------------------------------------------------------
+ * Paths of parents, cached for the current statement
+ * --------------------------------------------------------------------- */
+
+typedef struct PathCacheEntry
+{
+	char		key[NAMEDATALEN * 4];	/* parent id; longer ids are not cached */
+	int			nelems;					/* -1: not a resource */
+	Datum	   *elems;
+} PathCacheEntry;
+
+static MemoryContext path_cxt = NULL;
+static HTAB *path_cache = NULL;
+static LocalTransactionId path_lxid = InvalidLocalTransactionId;
+static CommandId path_cid = InvalidCommandId;
+static TimestampTz path_stmt = 0;
+
+static SPIPlanPtr resource_info_plan = NULL;
+
+static StringInfoData json_buf;
+
+static void flush_at_commit(void);
+
+/* ---------------------------------------------------------------------
+ * Helpers
+ * --------------------------------------------------------------------- */
+
+static void
+require_preload(void)
+{
+	if (!notify_ext_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("notify_ext must be loaded via shared_preload_libraries"),
+				 errdetail("Events are numbered at commit using shared memory."),
+				 errhint("Add notify_ext to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+static Oid
+extension_schema(void)
+{
+	return get_namespace_oid("notify_ext", false);
+}
+
+/* Internal functions are closed to users; call them as the schema owner. */
+static Oid
+extension_owner(void)
+{
+	HeapTuple	tp = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(extension_schema()));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for schema notify_ext");
+	owner = ((Form_pg_namespace) GETSTRUCT(tp))->nspowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
+
+static TupleDesc
+get_event_desc(void)
+{
+	if (event_desc == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		TupleDesc	desc = CreateTemplateTupleDesc(EV_NATTS);
+
+		TupleDescInitEntry(desc, EV_SEQ + 1, "seq", INT8OID, -1, 0);
+		TupleDescInitEntry(desc, EV_OCCURRED_AT + 1, "occurred_at", TIMESTAMPTZOID, -1, 0);
+		TupleDescInitEntry(desc, EV_STREAM + 1, "stream", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_OPERATION + 1, "operation", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_RESOURCE_ID + 1, "resource_id", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_RESOURCE_VARIANT + 1, "resource_variant", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_RESOURCE_PATH + 1, "resource_path", TEXTARRAYOID, -1, 0);
+		TupleDescInitEntry(desc, EV_ACTOR + 1, "actor", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_PAYLOAD + 1, "payload", JSONOID, -1, 0);
+		TupleDescInitEntry(desc, EV_CHANGED + 1, "changed", TEXTARRAYOID, -1, 0);
+		event_desc = desc;
+		MemoryContextSwitchTo(old);
+	}
+	return event_desc;
+}
+
+/* The seq column of a buffered event tuple: the first, never null. */
+static inline int64 *
+event_seq_ptr(HeapTuple tuple)
+{
+	return (int64 *) ((char *) tuple->t_data + tuple->t_data->t_hoff);
+}
+
+/* ---------------------------------------------------------------------
+ * Buffering
+ * --------------------------------------------------------------------- */
+
+static void spill_pending(void);
+
+/* Adds an event; values[EV_SEQ] is ignored and replaced by the ordinal. */
+static int64
+buffer_event(Datum *values, bool *nulls)
+{
+	MemoryContext old;
+	HeapTuple	tuple;
+	int64		ordinal = next_ordinal;
+
+	if (pending_cxt == NULL)
+	{
+		pending_cxt = AllocSetContextCreate(TopTransactionContext,
+											"notify_ext events",
+											ALLOCSET_DEFAULT_SIZES);
+		maxpending = 1024;
+		pending = MemoryContextAlloc(pending_cxt, sizeof(PendingEvent) * maxpending);
+	}
+	else if (npending == maxpending)
+	{
+		maxpending *= 2;
+		pending = repalloc_huge(pending, sizeof(PendingEvent) * maxpending);
+	}
+
+	values[EV_SEQ] = Int64GetDatum(ordinal);
+	nulls[EV_SEQ] = false;
+	old = MemoryContextSwitchTo(pending_cxt);
+	tuple = heap_form_tuple(get_event_desc(), values, nulls);
+	MemoryContextSwitchTo(old);
+
+	pending[npending].tuple = tuple;
+	pending[npending].subid = GetCurrentSubTransactionId();
+	npending++;
+	pending_bytes += HEAPTUPLESIZE + tuple->t_len;
+	next_ordinal++;
+
+	if (pending_bytes > (Size) notify_ext_event_buffer_kb * 1024)
+		spill_pending();
+	return ordinal;
+}
+
+static void
+reset_pending(void)
+{
+	/* The memory goes with TopTransactionContext. */
+	pending_cxt = NULL;
+	pending = NULL;
+	npending = maxpending = 0;
+	pending_bytes = 0;
+	next_ordinal = 0;
+	spilled_ordinals = 0;
+	path_cxt = NULL;
+	path_cache = NULL;
+	path_lxid = InvalidLocalTransactionId;
+}
+
+/* ---------------------------------------------------------------------
+ * Writing events to the log
+ * --------------------------------------------------------------------- */
+
+typedef struct PartitionTarget
+{
+	Relation	rel;
+	ResultRelInfo *rri;
+} PartitionTarget;
+
+/*
+ * Writes buffered events into the partitions of notify_ext.event_log.  Each
+ * tuple's seq column holds its ordinal; it is rewritten as seq_of(ordinal).
+ */
+static void
+write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
+{
+	Oid			nsp = extension_schema();
+	Oid			logid = get_relname_relid("event_log", nsp);
+	Relation	logrel;
+	PartitionKey key;
+	PartitionDesc pd;
+	PartitionTarget *targets;
+	EState	   *estate;
+	TupleTableSlot **slots;
+	BulkInsertState bistate = NULL;
+	CommandId	cid = GetCurrentCommandId(true);
+	int64		provisional_base = ((int64) (MY_PROC_INDEX + 1)) << 40;
+	int			i;
+
+	if (!OidIsValid(logid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table notify_ext.event_log is missing"),
+				 errhint("Recreate the extension.")));
+
+	logrel = table_open(logid, RowExclusiveLock);
+	if (logrel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE ||
+		RelationGetDescr(logrel)->natts != EV_NATTS)
+		elog(ERROR, "notify_ext.event_log does not have the expected shape");
+	key = RelationGetPartitionKey(logrel);
+	pd = RelationGetPartitionDesc(logrel, true);
+	targets = palloc0(sizeof(PartitionTarget) * Max(pd->nparts, 1));
+	estate = CreateExecutorState();
+	slots = palloc(sizeof(TupleTableSlot *) * WRITE_BATCH);
+	for (i = 0; i < WRITE_BATCH; i++)
+		slots[i] = MakeSingleTupleTableSlot(get_event_desc(), &TTSOpsHeapTuple);
+	if (nevents > WRITE_BATCH)
+		bistate = GetBulkInsertState();
+
+	i = 0;
+	while (i < nevents)
+	{
+		int			part = -1;
+		int			nslots = 0;
+		PartitionTarget *target;
+		int			j;
+
+		/* A run of events that go to the same partition. */
+		while (i < nevents && nslots < WRITE_BATCH)
+		{
+			HeapTuple	tuple = events[i].tuple;
+			int64	   *seq = event_seq_ptr(tuple);
+			bool		isnull;
+			Datum		occurred = heap_getattr(tuple, EV_OCCURRED_AT + 1, get_event_desc(), &isnull);
+			bool		equal;
+			int			bound;
+			int			idx;
+
+			bound = partition_range_datum_bsearch(key->partsupfunc, key->partcollation,
+												  pd->boundinfo, 1, &occurred, &equal);
+			idx = pd->boundinfo->indexes[bound + 1];
+			if (idx < 0)
+				idx = pd->boundinfo->default_index;
+			if (idx < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_CHECK_VIOLATION),
+						 errmsg("no partition of notify_ext.event_log holds events of %s",
+								timestamptz_to_str(DatumGetTimestampTz(occurred))),
+						 errhint("Run notify_ext.create_event_partitions().")));
+			if (part >= 0 && idx != part)
+				break;
+			part = idx;
+
+			*seq = provisional ? -(provisional_base + *seq) : base + *seq;
+			ExecStoreHeapTuple(tuple, slots[nslots++], false);
+			i++;
+		}
+
+		target = &targets[part];
+		if (target->rel == NULL)
+		{
+			target->rel = table_open(pd->oids[part], RowExclusiveLock);
+			if (RelationGetDescr(target->rel)->natts != EV_NATTS)
+				elog(ERROR, "partition \"%s\" of notify_ext.event_log does not have the expected shape",
+					 RelationGetRelationName(target->rel));
+			target->rri = makeNode(ResultRelInfo);
+			InitResultRelInfo(target->rri, target->rel, 1, NULL, 0);
+			ExecOpenIndices(target->rri, false);
+		}
+
+		table_multi_insert(target->rel, slots, nslots, cid, 0, bistate);
+		for (j = 0; j < nslots; j++)
+		{
+			List	   *r;
+
+#if PG_VERSION_NUM >= 160000
+			r = ExecInsertIndexTuples(target->rri, slots[j], estate, false, false, NULL, NIL, false);
+#else
+			r = ExecInsertIndexTuples(target->rri, slots[j], estate, false, false, NULL, NIL);
+#endif
+			list_free(r);
+			ExecClearTuple(slots[j]);
+		}
+		ResetPerTupleExprContext(estate);
+	}
+
+	if (bistate)
+		FreeBulkInsertState(bistate);
+	for (i = 0; i < pd->nparts; i++)
+	{
+		if (targets[i].rel == NULL)
+			continue;
+		ExecCloseIndices(targets[i].rri);
+		table_close(targets[i].rel, NoLock);
+	}
+	for (i = 0; i < WRITE_BATCH; i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	FreeExecutorState(estate);
+	table_close(logrel, NoLock);
+}
+
+/* Writes the buffer ahead of commit, with provisional numbers. */
+static void
+spill_pending(void)
+{
+	write_events(pending, npending, 0, true);
+	npending = 0;
+	pending_bytes = 0;
+	spilled_ordinals = next_ordinal;
+	MemoryContextReset(pending_cxt);
+	maxpending = 1024;
+	pending = MemoryContextAlloc(pending_cxt, sizeof(PendingEvent) * maxpending);
+}
+
+/* Gives spilled rows their final numbers: seq = base + ordinal. */
+static void
+renumber_spilled(int64 base)
+{
+	int64		provisional_base = ((int64) (MY_PROC_INDEX + 1)) << 40;
+	Oid			argtypes[4] = {INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum		args[4];
+	Oid			save_userid;
+	int			save_sec_context;
+	int			rc;
+
+	args[0] = Int64GetDatum(base);
+	args[1] = Int64GetDatum(provisional_base);
+	args[2] = Int64GetDatum(-(provisional_base + spilled_ordinals - 1));
+	args[3] = Int64GetDatum(-provisional_base);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(extension_owner(),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args("UPDATE notify_ext.event_log SET seq = $1 + (-seq - $2) "
+							   "WHERE seq BETWEEN $3 AND $4",
+							   4, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "renumbering spilled events failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+static void
+flush_at_commit(void)
+{
+	int64		base;
+
+	if (npending == 0 && spilled_ordinals == 0)
+		return;
+
+	base = ordering_reserve(next_ordinal);
+	reserved = true;
+	if (spilled_ordinals > 0)
+		renumber_spilled(base);
+	if (npending > 0)
+		write_events(pending, npending, base, false);
+}
+
+static void
+capture_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			flush_at_commit();
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (npending > 0 || spilled_ordinals > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that recorded notify_ext events"),
+						 errdetail("Events are numbered when their transaction commits.")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			if (reserved)
+			{
+				ordering_release();
+				reserved = false;
+			}
+			reset_pending();
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+
+	/*
+	 * Everything recorded since the subtransaction began carries its id or
+	 * a later one, and sits at the end of the buffer.  Spilled rows of the
+	 * subtransaction vanish with it.
+	 */
+	while (npending > 0 && pending[npending - 1].subid >= mySubid)
+	{
+		npending--;
+		pending_bytes -= HEAPTUPLESIZE + pending[npending].tuple->t_len;
+		heap_freetuple(pending[npending].tuple);
+	}
+	path_lxid = InvalidLocalTransactionId;
+}
+
+/* ---------------------------------------------------------------------
+ * Resources
+ * --------------------------------------------------------------------- */
+
+/*
+ * Looks a resource up through notify_ext._resource_info().  Returns false
+ * when it is unknown; else sets *variant (may be NULL) and the path.
+ */
+static bool
+lookup_resource(text *id, text **variant, Datum **elems, int *nelems)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	Datum		arg = PointerGetDatum(id);
+	bool		found = false;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	int			rc;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(extension_owner(),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (resource_info_plan == NULL)
+	{
+		Oid			argtype = TEXTOID;
+		SPIPlanPtr	plan = SPI_prepare("SELECT variant, path FROM notify_ext._resource_info($1)",
+									   1, &argtype);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		resource_info_plan = plan;
+	}
+	rc = SPI_execute_plan(resource_info_plan, &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "resource lookup failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		path = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext spi_cxt = MemoryContextSwitchTo(caller_cxt);
+			ArrayType  *arr = DatumGetArrayTypePCopy(path);
+			Datum		v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			*variant = isnull ? NULL : DatumGetTextPCopy(v);
+			deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, elems, NULL, nelems);
+			MemoryContextSwitchTo(spi_cxt);
+			found = true;
+		}
+	}
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return found;
+}
+
+static void
+invalidate_path_cache(void)
+{
+	path_lxid = InvalidLocalTransactionId;
+}
+
+/*
+ * The path of a parent resource, cached for the current statement (other
+ * sessions may move resources between statements).  Returns false when it
+ * is not a resource.
+ */
+static bool
+parent_path(text *parent, Datum **elems, int *nelems)
+{
+	PathCacheEntry *entry = NULL;
+	bool		found;
+	CommandId	cid = GetCurrentCommandId(false);
+	TimestampTz stmt = GetCurrentStatementStartTimestamp();
+	int			len = VARSIZE_ANY_EXHDR(parent);
+	text	   *variant;
+
+	if (path_cache == NULL || path_lxid != MY_LXID || path_cid != cid || path_stmt != stmt)
+	{
+		HASHCTL		ctl;
+
+		if (path_cxt == NULL)
+			path_cxt = AllocSetContextCreate(TopTransactionContext,
+											 "notify_ext parent paths",
+											 ALLOCSET_DEFAULT_SIZES);
+		else
+			MemoryContextReset(path_cxt);
+		ctl.keysize = sizeof(((PathCacheEntry *) 0)->key);
+		ctl.entrysize = sizeof(PathCacheEntry);
+		ctl.hcxt = path_cxt;
+		path_cache = hash_create("notify_ext parent paths", 64, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		path_lxid = MY_LXID;
+		path_cid = cid;
+		path_stmt = stmt;
+	}
+
+	if (len < (int) sizeof(entry->key))
+	{
+		char		key[sizeof(entry->key)];
+
+		memcpy(key, VARDATA_ANY(parent), len);
+		key[len] = '\0';
+		if (strlen(key) == (size_t) len)
+		{
+			entry = hash_search(path_cache, key, HASH_ENTER, &found);
+			if (found)
+			{
+				*elems = entry->elems;
+				*nelems = entry->nelems;
+				return entry->nelems >= 0;
+			}
+			entry->nelems = -1;
+			entry->elems = NULL;
+		}
+	}
+
+	if (!lookup_resource(parent, &variant, elems, nelems))
+		return false;
+
+	if (entry != NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(path_cxt);
+		int			i;
+
+		entry->elems = palloc(sizeof(Datum) * (*nelems + 1));
+		for (i = 0; i < *nelems; i++)
+			entry->elems[i] = PointerGetDatum(DatumGetTextPCopy((*elems)[i]));
+		entry->nelems = *nelems;
+		MemoryContextSwitchTo(old);
+		*elems = entry->elems;
+	}
+	return true;
+}
+
+/* path = parent's path (or just the parent when unknown) + id */
+static Datum
+make_path(Datum *parent_elems, int nparent, Datum id)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * (nparent + 1));
+	ArrayType  *arr;
+
+	if (nparent > 0)
+		memcpy(elems, parent_elems, sizeof(Datum) * nparent);
+	elems[nparent] = id;
+	arr = construct_array(elems, nparent + 1, TEXTOID, -1, false, TYPALIGN_INT);
+	return PointerGetDatum(arr);
+}
+
+/* ---------------------------------------------------------------------
+ * Tracked relations
+ * --------------------------------------------------------------------- */
+
+static void
+tracked_rel_invalidate(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	TrackedRel *entry;
+
+	if (tracked_rels == NULL)
+		return;
+	hash_seq_init(&status, tracked_rels);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (relid == InvalidOid || entry->relid == relid)
+			entry->valid = false;
+	}
+}
+
+static Datum
+operation_name(const char *a, const char *b)
+{
+	return CStringGetTextDatum(psprintf("%s%s", a, b));
+}
+
+static AttrNumber
+tracked_column(Relation rel, const char *colname, const char *what)
+{
+	int			i;
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), colname) == 0)
+			return att->attnum;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_COLUMN),
+			 errmsg("%s column \"%s\" of tracked table \"%s\" does not exist",
+					what, colname, RelationGetRelationName(rel)),
+			 errhint("Track the table again with notify_ext.track() naming an existing column.")));
+	return InvalidAttrNumber;	/* keep compiler quiet */
+}
+
+static void
+column_output(Relation rel, AttrNumber attnum, FmgrInfo *out, bool *is_text, MemoryContext cxt)
+{
+	Oid			typid = TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid;
+	Oid			outfunc;
+	bool		isvarlena;
+
+	*is_text = (typid == TEXTOID || typid == VARCHAROID);
+	getTypeOutputInfo(typid, &outfunc, &isvarlena);
+	fmgr_info_cxt(outfunc, out, cxt);
+}
+
+static TrackedRel *
+tracked_rel(Relation rel, Trigger *trigger)
+{
+	Oid			relid = RelationGetRelid(rel);
+	TrackedRel *entry;
+	bool		found;
+	MemoryContext old;
+	const char *stream;
+
+	if (tracked_rels == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(TrackedRel);
+		ctl.hcxt = CacheMemoryContext;
+		tracked_rels = hash_create("notify_ext tracked relations", 32, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(tracked_rel_invalidate, (Datum) 0);
+	}
+
+	entry = hash_search(tracked_rels, &relid, HASH_ENTER, &found);
+	if (found && entry->valid)
+		return entry;
+	if (!found)
+		entry->cxt = NULL;
+	entry->valid = false;
+	if (entry->cxt)
+		MemoryContextReset(entry->cxt);
+	else
+		entry->cxt = AllocSetContextCreate(CacheMemoryContext, "notify_ext tracked relation",
+										   ALLOCSET_SMALL_SIZES);
+
+	if (trigger->tgnargs != 4 || trigger->tgargs[0][0] == '\0' || trigger->tgargs[1][0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger \"%s\" on \"%s\" has invalid arguments for notify_ext.capture()",
+						trigger->tgname, RelationGetRelationName(rel)),
+				 errhint("Install the trigger with notify_ext.track().")));
+
+	old = MemoryContextSwitchTo(entry->cxt);
+	entry->relid = relid;
+	entry->variant = CStringGetTextDatum(trigger->tgargs[0]);
+	entry->op_create = operation_name(trigger->tgargs[0], ".create");
+	entry->op_update = operation_name(trigger->tgargs[0], ".update");
+	entry->op_delete = operation_name(trigger->tgargs[0], ".delete");
+	entry->op_truncate = operation_name(trigger->tgargs[0], ".truncate");
+	stream = trigger->tgargs[3];
+	if (stream[0] == '\0')
+		stream = psprintf("%s.%s", get_namespace_name(RelationGetNamespace(rel)),
+						  RelationGetRelationName(rel));
+	entry->stream = CStringGetTextDatum(stream);
+	entry->id_attnum = tracked_column(rel, trigger->tgargs[1], "id");
+	column_output(rel, entry->id_attnum, &entry->id_out, &entry->id_is_text, entry->cxt);
+	entry->parent_attnum = InvalidAttrNumber;
+	if (trigger->tgargs[2][0] != '\0')
+	{
+		entry->parent_attnum = tracked_column(rel, trigger->tgargs[2], "parent");
+		column_output(rel, entry->parent_attnum, &entry->parent_out, &entry->parent_is_text, entry->cxt);
+	}
+	entry->rowjson = rowjson_prepare(RelationGetDescr(rel), entry->cxt);
+	MemoryContextSwitchTo(old);
+	entry->valid = true;
+	return entry;
+}
+
+static text *
+column_text(FmgrInfo *out, bool is_text, Datum value)
+{
+	if (is_text)
+		return DatumGetTextPP(value);
+	return cstring_to_text(OutputFunctionCall(out, value));
+}
+
+static inline bool
+text_equal(text *a, text *b)
+{
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
+/* ---------------------------------------------------------------------
+ * The trigger
+ * --------------------------------------------------------------------- */
+
+PG_FUNCTION_INFO_V1(notify_ext_capture);
+Datum
+notify_ext_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	tupdesc;
+	TrackedRel *tr;
+	Datum		values[EV_NATTS];
+	bool		nulls[EV_NATTS];
+	HeapTuple	row;
+	Datum	   *rowvalues;
+	bool	   *rownulls;
+	Datum	   *changed = NULL;
+	int			nchanged = 0;
+	text	   *id = NULL;
+	text	   *parent = NULL;
+	bool		parent_moved = false;
+	Datum	   *pelems = NULL;
+	int			npelems = 0;
+	Datum		dangling_parent;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("notify_ext.capture() must be called as a trigger")));
+	if (!TRIGGER_FIRED_AFTER(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("notify_ext.capture() must be fired AFTER the change"),
+				 errhint("Install the trigger with notify_ext.track().")));
+	require_preload();
+
+	rel = td->tg_relation;
+	tupdesc = RelationGetDescr(rel);
+	tr = tracked_rel(rel, td->tg_trigger);
+
+	memset(nulls, true, sizeof(nulls));
+	values[EV_OCCURRED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
+	nulls[EV_OCCURRED_AT] = false;
+	values[EV_STREAM] = tr->stream;
+	nulls[EV_STREAM] = false;
+	values[EV_ACTOR] = CStringGetTextDatum(notify_current_principal());
+	nulls[EV_ACTOR] = false;
+
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+	{
+		values[EV_OPERATION] = tr->op_truncate;
+		nulls[EV_OPERATION] = false;
+		values[EV_PAYLOAD] = CStringGetTextDatum("{}");
+		nulls[EV_PAYLOAD] = false;
+		buffer_event(values, nulls);
+		invalidate_path_cache();
+		return PointerGetDatum(NULL);
+	}
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("notify_ext.capture() must be fired FOR EACH ROW on INSERT, UPDATE and DELETE"),
+				 errhint("Install the trigger with notify_ext.track().")));
+
+	row = TRIGGER_FIRED_BY_DELETE(td->tg_event) ? td->tg_trigtuple :
+		TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	rowvalues = palloc(sizeof(Datum) * tupdesc->natts);
+	rownulls = palloc(sizeof(bool) * tupdesc->natts);
+	heap_deform_tuple(row, tupdesc, rowvalues, rownulls);
+
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		Datum	   *oldvalues = palloc(sizeof(Datum) * tupdesc->natts);
+		bool	   *oldnulls = palloc(sizeof(bool) * tupdesc->natts);
+		int			i;
+
+		heap_deform_tuple(td->tg_trigtuple, tupdesc, oldvalues, oldnulls);
+		if (!rowjson_changed(tr->rowjson, oldvalues, oldnulls, rowvalues, rownulls,
+							 &changed, &nchanged))
+			return PointerGetDatum(NULL);	/* nothing changed, nothing to record */
+		for (i = 0; i < nchanged; i++)
+		{
+			char	   *name = TextDatumGetCString(changed[i]);
+
+			if (strcmp(name, NameStr(TupleDescAttr(tupdesc, tr->id_attnum - 1)->attname)) == 0 ||
+				(tr->parent_attnum != InvalidAttrNumber &&
+				 strcmp(name, NameStr(TupleDescAttr(tupdesc, tr->parent_attnum - 1)->attname)) == 0))
+				parent_moved = true;
+		}
+		values[EV_OPERATION] = tr->op_update;
+		values[EV_CHANGED] = PointerGetDatum(construct_array(changed, nchanged, TEXTOID,
+															 -1, false, TYPALIGN_INT));
+		nulls[EV_CHANGED] = false;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		values[EV_OPERATION] = tr->op_delete;
+	else
+		values[EV_OPERATION] = tr->op_create;
+	nulls[EV_OPERATION] = false;
+
+	if (!rownulls[tr->id_attnum - 1])
+		id = column_text(&tr->id_out, tr->id_is_text, rowvalues[tr->id_attnum - 1]);
+	else if (!TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("row of tracked table \"%s\" has a null id in column \"%s\"",
+						RelationGetRelationName(rel),
+						NameStr(TupleDescAttr(tupdesc, tr->id_attnum - 1)->attname)),
+				 errhint("Every row of a tracked table is a resource and needs an id.")));
+
+	if (tr->parent_attnum != InvalidAttrNumber && !rownulls[tr->parent_attnum - 1])
+	{
+		parent = column_text(&tr->parent_out, tr->parent_is_text,
+							 rowvalues[tr->parent_attnum - 1]);
+		if (id != NULL && text_equal(id, parent))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("row \"%s\" of tracked table \"%s\" names itself as its parent",
+							text_to_cstring(id), RelationGetRelationName(rel))));
+		if (!parent_path(parent, &pelems, &npelems))
+		{
+			if (TRIGGER_FIRED_BY_INSERT(td->tg_event) || parent_moved)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("parent \"%s\" of row \"%s\" in tracked table \"%s\" is not a resource",
+								text_to_cstring(parent), text_to_cstring(id),
+								RelationGetRelationName(rel)),
+						 errhint("Insert the parent row or register it with notify_ext.register_resource() first.")));
+			/* A parent deleted earlier: the path ends with it. */
+			dangling_parent = PointerGetDatum(parent);
+			pelems = &dangling_parent;
+			npelems = 1;
+		}
+	}
+
+	if (id != NULL)
+	{
+		values[EV_RESOURCE_ID] = PointerGetDatum(id);
+		nulls[EV_RESOURCE_ID] = false;
+		values[EV_RESOURCE_VARIANT] = tr->variant;
+		nulls[EV_RESOURCE_VARIANT] = false;
+		values[EV_RESOURCE_PATH] = make_path(pelems, npelems, PointerGetDatum(id));
+		nulls[EV_RESOURCE_PATH] = false;
+	}
+
+	resetStringInfo(&json_buf);
+	rowjson_append(tr->rowjson, &json_buf, rowvalues, rownulls);
+	values[EV_PAYLOAD] = PointerGetDatum(cstring_to_text_with_len(json_buf.data, json_buf.len));
+	nulls[EV_PAYLOAD] = false;
+
+	buffer_event(values, nulls);
+
+	/* Resources under this row may have moved or lost their parent. */
+	if (parent_moved || TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		invalidate_path_cache();
+
+	return PointerGetDatum(NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * publish()
+ * --------------------------------------------------------------------- */
+
+PG_FUNCTION_INFO_V1(notify_ext_publish);
+Datum
+notify_ext_publish(PG_FUNCTION_ARGS)
+{
+	Datum		values[EV_NATTS];
+	bool		nulls[EV_NATTS];
+	text	   *stream;
+	text	   *operation;
+	StringInfoData payload;
+
+	require_preload();
+	if (PG_ARGISNULL(0) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream must not be empty")));
+	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("operation of an event on stream \"%s\" must not be empty",
+						text_to_cstring(PG_GETARG_TEXT_PP(0)))));
+	stream = PG_GETARG_TEXT_PP(0);
+	operation = PG_GETARG_TEXT_PP(1);
+
+	memset(nulls, true, sizeof(nulls));
+	values[EV_OCCURRED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
+	nulls[EV_OCCURRED_AT] = false;
+	values[EV_STREAM] = PointerGetDatum(stream);
+	nulls[EV_STREAM] = false;
+	values[EV_OPERATION] = PointerGetDatum(operation);
+	nulls[EV_OPERATION] = false;
+	values[EV_ACTOR] = CStringGetTextDatum(notify_current_principal());
+	nulls[EV_ACTOR] = false;
+
+	initStringInfo(&payload);
+	if (PG_ARGISNULL(2))
+		appendStringInfoString(&payload, "{}");
+	else
+	{
+		Jsonb	   *jb = PG_GETARG_JSONB_P(2);
+
+		JsonbToCString(&payload, &jb->root, VARSIZE(jb));
+	}
+	values[EV_PAYLOAD] = PointerGetDatum(cstring_to_text_with_len(payload.data, payload.len));
+	nulls[EV_PAYLOAD] = false;
+
+	if (!PG_ARGISNULL(3))
+	{
+		text	   *id = PG_GETARG_TEXT_PP(3);
+		text	   *variant;
+		Datum	   *elems;
+		int			nelems;
+
+		if (VARSIZE_ANY_EXHDR(id) == 0 || !lookup_resource(id, &variant, &elems, &nelems))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("resource \"%s\" does not exist", text_to_cstring(id)),
+					 errhint("Register it with notify_ext.register_resource() or track its table with notify_ext.track().")));
+		values[EV_RESOURCE_ID] = PointerGetDatum(id);
+		nulls[EV_RESOURCE_ID] = false;
+		if (variant != NULL)
+		{
+			values[EV_RESOURCE_VARIANT] = PointerGetDatum(variant);
+			nulls[EV_RESOURCE_VARIANT] = false;
+		}
+		values[EV_RESOURCE_PATH] = PointerGetDatum(construct_array(elems, nelems, TEXTOID,
+																   -1, false, TYPALIGN_INT));
+		nulls[EV_RESOURCE_PATH] = false;
+	}
+
+	/* seq is given at commit; the caller learns the event's place in its transaction. */
+	PG_RETURN_INT64(buffer_event(values, nulls) + 1);
+}
+
+void
+capture_init(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	initStringInfo(&json_buf);
+	MemoryContextSwitchTo(old);
+	RegisterXactCallback(capture_xact_callback, NULL);
+	RegisterSubXactCallback(capture_subxact_callback, NULL);
+}
