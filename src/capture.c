@@ -35,6 +35,7 @@
 #include "utils/memutils.h"
 #include "utils/partcache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "notify_ext.h"
@@ -83,6 +84,7 @@ static int	maxpending = 0;
 static Size pending_bytes = 0;
 static int64 next_ordinal = 0;	/* events recorded by this transaction */
 static int64 spilled_ordinals = 0;	/* ordinals below this may be spilled */
+static Size retained_bytes = 0; /* kept in memory by the last spill */
 static bool reserved = false;	/* holds commit numbers (ordering.c) */
 
 static TupleDesc event_desc = NULL;
@@ -242,7 +244,7 @@ buffer_event(Datum *values, bool *nulls)
 	pending_bytes += HEAPTUPLESIZE + tuple->t_len;
 	next_ordinal++;
 
-	if (pending_bytes > (Size) notify_ext_event_buffer_kb * 1024)
+	if (pending_bytes - retained_bytes > (Size) notify_ext_event_buffer_kb * 1024)
 		spill_pending();
 	return ordinal;
 }
@@ -255,6 +257,7 @@ reset_pending(void)
 	pending = NULL;
 	npending = maxpending = 0;
 	pending_bytes = 0;
+	retained_bytes = 0;
 	next_ordinal = 0;
 	spilled_ordinals = 0;
 	path_cxt = NULL;
@@ -394,17 +397,33 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 	table_close(logrel, NoLock);
 }
 
-/* Writes the buffer ahead of commit, with provisional numbers. */
+/*
+ * Writes the buffer ahead of commit, with provisional numbers.  Only the
+ * events of the current subtransaction (and of its committed children) can
+ * be written now: a row written here vanishes if this subtransaction rolls
+ * back, so events of enclosing ones stay in memory until commit.
+ */
 static void
 spill_pending(void)
 {
-	write_events(pending, npending, 0, true);
-	npending = 0;
+	SubTransactionId current = GetCurrentSubTransactionId();
+	int			first = npending;
+	int			i;
+
+	while (first > 0 && pending[first - 1].subid >= current)
+		first--;
+	if (first < npending)
+	{
+		write_events(pending + first, npending - first, 0, true);
+		spilled_ordinals = next_ordinal;
+		for (i = first; i < npending; i++)
+			heap_freetuple(pending[i].tuple);
+		npending = first;
+	}
 	pending_bytes = 0;
-	spilled_ordinals = next_ordinal;
-	MemoryContextReset(pending_cxt);
-	maxpending = 1024;
-	pending = MemoryContextAlloc(pending_cxt, sizeof(PendingEvent) * maxpending);
+	for (i = 0; i < npending; i++)
+		pending_bytes += HEAPTUPLESIZE + pending[i].tuple->t_len;
+	retained_bytes = pending_bytes;
 }
 
 /* Gives spilled rows their final numbers: seq = base + ordinal. */
@@ -426,6 +445,8 @@ renumber_spilled(int64 base)
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(extension_owner(),
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	/* Pre-commit runs after the last statement released its snapshot. */
+	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	rc = SPI_execute_with_args("UPDATE notify_ext.event_log SET seq = $1 + (-seq - $2) "
@@ -434,6 +455,7 @@ renumber_spilled(int64 base)
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "renumbering spilled events failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
+	PopActiveSnapshot();
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
@@ -503,6 +525,7 @@ capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		pending_bytes -= HEAPTUPLESIZE + pending[npending].tuple->t_len;
 		heap_freetuple(pending[npending].tuple);
 	}
+	retained_bytes = Min(retained_bytes, pending_bytes);
 	path_lxid = InvalidLocalTransactionId;
 }
 
