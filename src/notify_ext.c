@@ -13,6 +13,7 @@
 #include "utils/guc.h"
 
 #include "notify_ext.h"
+#include "principal.h"
 
 PG_MODULE_MAGIC;
 
@@ -52,6 +53,8 @@ _PG_init(void)
 							65536, 64, MAX_KILOBYTES,
 							PGC_USERSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	principal_init();
 
 	MarkGUCPrefixReserved("notify_ext");
 

@@ -1,0 +1,533 @@
+--------------------------------------------------------------------------
+-- Personal notifications: the inbox (see docs/inbox.md)
+--
+-- One row per notification.  Acknowledging or deleting removes the row.
+-- Counts per (recipient, type) are kept as insert-only deltas in
+-- inbox_counts by statement-level triggers, so that itemsInTotal and
+-- unread_count() cost the same for a user with a million notifications as
+-- for one with ten, without a hot counter row that concurrent writers would
+-- queue (or deadlock) on.  Deltas are folded together once a recipient has
+-- a few of them.
+--------------------------------------------------------------------------
+
+CREATE SEQUENCE notify_ext.notifications_id_seq AS bigint;
+REVOKE ALL ON notify_ext.notifications_id_seq FROM PUBLIC;
+
+CREATE TABLE notify_ext.notifications (
+    id         bigint      PRIMARY KEY DEFAULT pg_catalog.nextval('notify_ext.notifications_id_seq'),
+    recipient  text        NOT NULL CHECK (recipient <> ''),
+    type       text        NOT NULL CHECK (type <> ''),
+    message    text        NOT NULL,
+    meta       jsonb,
+    refs       jsonb,
+    ts         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    read       boolean     NOT NULL DEFAULT false
+);
+ALTER SEQUENCE notify_ext.notifications_id_seq OWNED BY notify_ext.notifications.id;
+-- One user's page, newest first, whatever the table holds for others.
+CREATE INDEX notifications_recipient_ts_idx
+    ON notify_ext.notifications (recipient, ts DESC, id DESC);
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.notifications', '');
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.notifications_id_seq', '');
+
+CREATE TABLE notify_ext.inbox_counts (
+    recipient  text   NOT NULL,
+    type       text   NOT NULL,
+    total      bigint NOT NULL,
+    unread     bigint NOT NULL
+);
+CREATE INDEX inbox_counts_recipient_idx ON notify_ext.inbox_counts (recipient, type);
+REVOKE ALL ON notify_ext.inbox_counts FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.inbox_counts', '');
+
+-- Types a recipient has switched off (a row means "off").
+CREATE TABLE notify_ext.notification_preferences (
+    principal  text NOT NULL CHECK (principal <> ''),
+    type       text NOT NULL CHECK (type <> ''),
+    PRIMARY KEY (principal, type)
+);
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.notification_preferences', '');
+
+-- Direct SQL: a role sees, marks read and deletes only the rows of its own
+-- principal; it can neither insert nor change anything else.
+REVOKE ALL ON notify_ext.notifications FROM PUBLIC;
+GRANT SELECT, DELETE ON notify_ext.notifications TO PUBLIC;
+GRANT UPDATE (read) ON notify_ext.notifications TO PUBLIC;
+ALTER TABLE notify_ext.notifications ENABLE ROW LEVEL SECURITY;
+CREATE POLICY notifications_own ON notify_ext.notifications
+    USING (recipient = notify_ext.current_principal())
+    WITH CHECK (recipient = notify_ext.current_principal());
+
+REVOKE ALL ON notify_ext.notification_preferences FROM PUBLIC;
+GRANT SELECT ON notify_ext.notification_preferences TO PUBLIC;
+ALTER TABLE notify_ext.notification_preferences ENABLE ROW LEVEL SECURITY;
+CREATE POLICY notification_preferences_own ON notify_ext.notification_preferences
+    FOR SELECT USING (principal = notify_ext.current_principal());
+
+-- The JSON of one notification, as list_notifications() shows it.
+CREATE FUNCTION notify_ext._inbox_item(id bigint, type text, message text, meta jsonb,
+                                       ts timestamptz, read boolean)
+    RETURNS jsonb
+    LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'id', id, 'type', type, 'message', message, 'meta', meta,
+        'ts', pg_catalog.to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'read', read)
+$$;
+
+--------------------------------------------------------------------------
+-- Counts and live notifications, kept by statement-level triggers
+--------------------------------------------------------------------------
+
+-- Folds the count deltas of recipients that have many into one row per
+-- type.  Never waits: a recipient another open transaction is folding is
+-- skipped, and so is everything outside READ COMMITTED (where deleting a row
+-- another transaction deleted would be a serialization failure).
+CREATE FUNCTION notify_ext._inbox_compact(recipients text[]) RETURNS void
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN;
+    END IF;
+    WITH need AS (
+        SELECT c.recipient FROM notify_ext.inbox_counts c
+         WHERE c.recipient = ANY (recipients)
+         GROUP BY c.recipient
+        HAVING count(*) > 2 * count(DISTINCT c.type) + 8),
+    mine AS MATERIALIZED (
+        SELECT need.recipient FROM need
+         WHERE pg_catalog.pg_try_advisory_xact_lock(
+                   'notify_ext.inbox_counts'::pg_catalog.regclass::pg_catalog.oid::integer,
+                   pg_catalog.hashtext(need.recipient))),
+    d AS (
+        DELETE FROM notify_ext.inbox_counts c USING mine
+         WHERE c.recipient = mine.recipient
+        RETURNING c.recipient, c.type, c.total, c.unread)
+    INSERT INTO notify_ext.inbox_counts (recipient, type, total, unread)
+    SELECT d.recipient, d.type, sum(d.total), sum(d.unread) FROM d
+     GROUP BY d.recipient, d.type
+    HAVING sum(d.total) <> 0 OR sum(d.unread) <> 0;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._inbox_compact(text[]) FROM PUBLIC;
+
+CREATE FUNCTION notify_ext._inbox_after_insert() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO notify_ext.inbox_counts (recipient, type, total, unread)
+    SELECT n.recipient, n.type, count(*), count(*) FILTER (WHERE NOT n.read)
+      FROM new_rows n GROUP BY n.recipient, n.type;
+    -- Sent when the transaction commits, in insertion order: the notification's
+    -- JSON, or {"id": …, "truncated": true} from 8000 bytes on.
+    PERFORM notify_ext._inbox_notify(n.recipient, n.id, n.type, n.message, n.meta, n.refs, n.ts, n.read)
+       FROM new_rows n;
+    PERFORM notify_ext._inbox_compact(ARRAY(SELECT DISTINCT n.recipient FROM new_rows n));
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION notify_ext._inbox_after_update() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO notify_ext.inbox_counts (recipient, type, total, unread)
+    SELECT d.recipient, d.type, sum(d.total), sum(d.unread)
+      FROM (SELECT o.recipient, o.type, -1 AS total, CASE WHEN o.read THEN 0 ELSE -1 END AS unread
+              FROM old_rows o
+            UNION ALL
+            SELECT n.recipient, n.type, 1, CASE WHEN n.read THEN 0 ELSE 1 END
+              FROM new_rows n) d
+     GROUP BY d.recipient, d.type
+    HAVING sum(d.total) <> 0 OR sum(d.unread) <> 0;
+    PERFORM notify_ext._inbox_compact(ARRAY(SELECT DISTINCT n.recipient FROM new_rows n));
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION notify_ext._inbox_after_delete() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO notify_ext.inbox_counts (recipient, type, total, unread)
+    SELECT o.recipient, o.type, -count(*), -count(*) FILTER (WHERE NOT o.read)
+      FROM old_rows o GROUP BY o.recipient, o.type;
+    PERFORM notify_ext._inbox_compact(ARRAY(SELECT DISTINCT o.recipient FROM old_rows o));
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION notify_ext._inbox_after_truncate() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    TRUNCATE notify_ext.inbox_counts;
+    RETURN NULL;
+END
+$$;
+
+REVOKE ALL ON FUNCTION notify_ext._inbox_after_insert() FROM PUBLIC;
+REVOKE ALL ON FUNCTION notify_ext._inbox_after_update() FROM PUBLIC;
+REVOKE ALL ON FUNCTION notify_ext._inbox_after_delete() FROM PUBLIC;
+REVOKE ALL ON FUNCTION notify_ext._inbox_after_truncate() FROM PUBLIC;
+
+CREATE TRIGGER notifications_after_insert AFTER INSERT ON notify_ext.notifications
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._inbox_after_insert();
+CREATE TRIGGER notifications_after_update AFTER UPDATE ON notify_ext.notifications
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._inbox_after_update();
+CREATE TRIGGER notifications_after_delete AFTER DELETE ON notify_ext.notifications
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._inbox_after_delete();
+CREATE TRIGGER notifications_after_truncate AFTER TRUNCATE ON notify_ext.notifications
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._inbox_after_truncate();
+
+--------------------------------------------------------------------------
+-- Service calls
+--------------------------------------------------------------------------
+
+-- Internal: creates one notification without asking who calls (the
+-- permission functions use it); NULL when the recipient switched the type off.
+CREATE FUNCTION notify_ext._notify(recipient text, type text, message text, meta jsonb,
+                                   ts timestamptz, refs jsonb)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    IF recipient IS NULL OR recipient = '' THEN
+        RAISE EXCEPTION 'recipient must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF type IS NULL OR type = '' THEN
+        RAISE EXCEPTION 'type of a notification for "%" must not be empty', recipient
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF message IS NULL THEN
+        RAISE EXCEPTION 'message of a notification for "%" must not be null', recipient
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF meta IS NOT NULL AND pg_catalog.jsonb_typeof(meta) NOT IN ('object', 'null') THEN
+        RAISE EXCEPTION 'meta must be a JSON object, not %', pg_catalog.jsonb_typeof(meta)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF refs IS NOT NULL AND pg_catalog.jsonb_typeof(refs) NOT IN ('array', 'null') THEN
+        RAISE EXCEPTION 'refs must be a JSON array, not %', pg_catalog.jsonb_typeof(refs)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM notify_ext.notification_preferences p
+                WHERE p.principal = _notify.recipient AND p.type = _notify.type) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO notify_ext.notifications AS n (recipient, type, message, meta, refs, ts)
+    VALUES (recipient, type, message, NULLIF(meta, 'null'), NULLIF(refs, 'null'),
+            COALESCE(ts, pg_catalog.now()))
+    RETURNING n.id INTO v_id;
+    RETURN v_id;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._notify(text, text, text, jsonb, timestamptz, jsonb) FROM PUBLIC;
+
+CREATE FUNCTION notify_ext.create_notification(recipient text, type text, message text,
+                                               meta jsonb DEFAULT NULL,
+                                               ts timestamptz DEFAULT now(),
+                                               refs jsonb DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM notify_ext._require_service_caller('notify_ext.create_notification()');
+    RETURN notify_ext._notify(recipient, type, message, meta, ts, refs);
+END
+$$;
+
+-- Internal: rejects a create_notifications_bulk() call for item idx.
+CREATE FUNCTION notify_ext._bulk_reject(idx bigint, reason text) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'item % of items %', idx, reason
+        USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = 'Items are counted from 0. Nothing was created.',
+              HINT = 'Each item is {"user": …, "notification": {"type": …, "message": …, "meta": {…}}}.';
+END
+$$;
+
+CREATE FUNCTION notify_ext.create_notifications_bulk(items jsonb) RETURNS bigint[]
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_bad record;
+    v_ids bigint[];
+BEGIN
+    PERFORM notify_ext._require_service_caller('notify_ext.create_notifications_bulk()');
+    IF items IS NULL OR pg_catalog.jsonb_typeof(items) <> 'array' THEN
+        RAISE EXCEPTION 'items must be a JSON array, not %', COALESCE(pg_catalog.jsonb_typeof(items), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass [{"user": …, "notification": {"type": …, "message": …, "meta": {…}}}, …].';
+    END IF;
+    IF pg_catalog.jsonb_path_exists(items, 'strict $[*] ? (@.type() != "object")') THEN
+        SELECT t.ord - 1 AS idx, 'is not a JSON object' AS reason INTO v_bad
+          FROM pg_catalog.jsonb_array_elements(items) WITH ORDINALITY AS t(e, ord)
+         WHERE pg_catalog.jsonb_typeof(t.e) <> 'object'
+         ORDER BY t.ord LIMIT 1;
+        PERFORM notify_ext._bulk_reject(v_bad.idx, v_bad.reason);
+    END IF;
+    -- One pass: an invalid item raises (in item order) before the statement
+    -- ends, so nothing is created.
+    WITH src AS MATERIALIZED (
+        SELECT t.ord,
+               CASE WHEN pg_catalog.jsonb_typeof(t."user") IS DISTINCT FROM 'string' OR t."user" = '""'
+                        THEN notify_ext._bulk_reject(t.ord - 1, 'has no "user" (a non-empty string)')
+                    WHEN pg_catalog.jsonb_typeof(t.notification) IS DISTINCT FROM 'object'
+                        THEN notify_ext._bulk_reject(t.ord - 1, 'has no "notification" object')
+                    WHEN pg_catalog.jsonb_typeof(t.notification -> 'type') IS DISTINCT FROM 'string'
+                         OR t.notification -> 'type' = '""'
+                        THEN notify_ext._bulk_reject(t.ord - 1, 'has no "notification"."type" (a non-empty string)')
+                    WHEN pg_catalog.jsonb_typeof(t.notification -> 'message') IS DISTINCT FROM 'string'
+                        THEN notify_ext._bulk_reject(t.ord - 1, 'has no "notification"."message" (a string)')
+                    WHEN pg_catalog.jsonb_typeof(t.notification -> 'meta') NOT IN ('object', 'null')
+                        THEN notify_ext._bulk_reject(t.ord - 1, '"notification"."meta" is not a JSON object')
+                    ELSE t."user" #>> '{}' END AS recipient,
+               t.notification ->> 'type' AS type,
+               t.notification ->> 'message' AS message,
+               NULLIF(t.notification -> 'meta', 'null') AS meta
+          FROM ROWS FROM (pg_catalog.jsonb_to_recordset(items) AS ("user" jsonb, notification jsonb))
+               WITH ORDINALITY AS t("user", notification, ord)),
+    kept AS MATERIALIZED (
+        SELECT s.ord, s.recipient, s.type, s.message, s.meta,
+               pg_catalog.nextval('notify_ext.notifications_id_seq') AS id
+          FROM (SELECT * FROM src
+                 WHERE NOT EXISTS (SELECT 1 FROM notify_ext.notification_preferences p
+                                    WHERE p.principal = src.recipient AND p.type = src.type)
+                 ORDER BY src.ord) s),
+    ins AS (
+        INSERT INTO notify_ext.notifications (id, recipient, type, message, meta)
+        SELECT k.id, k.recipient, k.type, k.message, k.meta FROM kept k ORDER BY k.id)
+    SELECT pg_catalog.array_agg(k.id ORDER BY s.ord) INTO v_ids
+      FROM src s LEFT JOIN kept k ON k.ord = s.ord;
+    RETURN COALESCE(v_ids, '{}');
+END
+$$;
+
+CREATE FUNCTION notify_ext.delete_notifications(ids bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_failed bigint[];
+BEGIN
+    PERFORM notify_ext._require_service_caller('notify_ext.delete_notifications()');
+    IF ids IS NULL THEN
+        RAISE EXCEPTION 'ids must not be null'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH del AS (
+        DELETE FROM notify_ext.notifications n WHERE n.id = ANY (ids) RETURNING n.id)
+    SELECT pg_catalog.array_agg(DISTINCT i ORDER BY i) INTO v_failed
+      FROM pg_catalog.unnest(ids) i
+     WHERE i IS NOT NULL AND i NOT IN (SELECT del.id FROM del);
+    RETURN COALESCE(v_failed, '{}');
+END
+$$;
+
+--------------------------------------------------------------------------
+-- User calls: the caller's own inbox only
+--------------------------------------------------------------------------
+
+CREATE FUNCTION notify_ext.list_notifications(type text DEFAULT NULL,
+                                              since timestamptz DEFAULT NULL,
+                                              items_per_page integer DEFAULT 50,
+                                              page integer DEFAULT 0)
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_me text := notify_ext.current_principal();
+    v_total bigint;
+    v_items jsonb;
+BEGIN
+    IF items_per_page IS NULL OR items_per_page < 1 OR items_per_page > 1000 THEN
+        RAISE EXCEPTION 'items_per_page must be between 1 and 1000, not %', COALESCE(items_per_page::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF page IS NULL OR page < 0 THEN
+        RAISE EXCEPTION 'page must be 0 or more, not %', COALESCE(page::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pages are counted from 0.';
+    END IF;
+    IF since IS NULL THEN
+        SELECT COALESCE(sum(c.total), 0) INTO v_total
+          FROM notify_ext.inbox_counts c
+         WHERE c.recipient = v_me
+           AND (list_notifications.type IS NULL OR c.type = list_notifications.type);
+    ELSE
+        SELECT count(*) INTO v_total
+          FROM notify_ext.notifications n
+         WHERE n.recipient = v_me AND n.ts >= since
+           AND (list_notifications.type IS NULL OR n.type = list_notifications.type);
+    END IF;
+    SELECT COALESCE(pg_catalog.jsonb_agg(x.item ORDER BY x.ts DESC, x.id DESC), '[]') INTO v_items
+      FROM (SELECT n.id, n.ts,
+                   notify_ext._inbox_item(n.id, n.type, n.message, n.meta, n.ts, n.read) AS item
+              FROM notify_ext.notifications n
+             WHERE n.recipient = v_me
+               AND (list_notifications.type IS NULL OR n.type = list_notifications.type)
+               AND (since IS NULL OR n.ts >= since)
+             ORDER BY n.ts DESC, n.id DESC
+             LIMIT items_per_page OFFSET page::bigint * items_per_page) x;
+    RETURN pg_catalog.jsonb_build_object('itemsInTotal', v_total, 'itemsPerPage', items_per_page,
+                                         'pageNumber', page, 'items', v_items);
+END
+$$;
+
+-- Internal: the ids of the list that are not notifications of principal p.
+CREATE FUNCTION notify_ext._inbox_not_mine(p text, ids bigint[]) RETURNS bigint[]
+    LANGUAGE sql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(pg_catalog.array_agg(DISTINCT i ORDER BY i), '{}')
+      FROM pg_catalog.unnest(ids) i
+     WHERE i IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM notify_ext.notifications n WHERE n.id = i AND n.recipient = p)
+$$;
+REVOKE ALL ON FUNCTION notify_ext._inbox_not_mine(text, bigint[]) FROM PUBLIC;
+
+CREATE FUNCTION notify_ext.mark_as_read(ids bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_me text := notify_ext.current_principal();
+    v_failed bigint[];
+BEGIN
+    IF ids IS NULL THEN
+        RAISE EXCEPTION 'ids must not be null'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_failed := notify_ext._inbox_not_mine(v_me, ids);
+    UPDATE notify_ext.notifications n SET read = true
+     WHERE n.id = ANY (ids) AND n.recipient = v_me AND NOT n.read;
+    RETURN v_failed;
+END
+$$;
+
+CREATE FUNCTION notify_ext.mark_all_as_read() RETURNS integer
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_n integer;
+BEGIN
+    UPDATE notify_ext.notifications n SET read = true
+     WHERE n.recipient = notify_ext.current_principal() AND NOT n.read;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END
+$$;
+
+CREATE FUNCTION notify_ext.get_personal_notifications()
+    RETURNS TABLE (id bigint, type text, message text, meta jsonb, refs jsonb,
+                   ts timestamptz, read boolean)
+    LANGUAGE sql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT n.id, n.type, n.message, n.meta, n.refs, n.ts, n.read
+      FROM notify_ext.notifications n
+     WHERE n.recipient = notify_ext.current_principal()
+     ORDER BY n.ts DESC, n.id DESC
+$$;
+
+CREATE FUNCTION notify_ext.acknowledge_personal_notifications(ids bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_me text := notify_ext.current_principal();
+    v_failed bigint[];
+BEGIN
+    IF ids IS NULL THEN
+        RAISE EXCEPTION 'ids must not be null'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_failed := notify_ext._inbox_not_mine(v_me, ids);
+    DELETE FROM notify_ext.notifications n WHERE n.id = ANY (ids) AND n.recipient = v_me;
+    RETURN v_failed;
+END
+$$;
+
+CREATE FUNCTION notify_ext.unread_count() RETURNS bigint
+    LANGUAGE sql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(sum(c.unread), 0)::bigint
+      FROM notify_ext.inbox_counts c
+     WHERE c.recipient = notify_ext.current_principal()
+$$;
+
+CREATE FUNCTION notify_ext.set_notification_preference(type text, enabled boolean) RETURNS void
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_me text := notify_ext.current_principal();
+BEGIN
+    IF type IS NULL OR type = '' THEN
+        RAISE EXCEPTION 'notification type must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF enabled IS NULL THEN
+        RAISE EXCEPTION 'enabled must be true or false for type "%"', type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF enabled THEN
+        DELETE FROM notify_ext.notification_preferences p
+         WHERE p.principal = v_me AND p.type = set_notification_preference.type;
+    ELSE
+        INSERT INTO notify_ext.notification_preferences (principal, type)
+        VALUES (v_me, set_notification_preference.type)
+        ON CONFLICT DO NOTHING;
+    END IF;
+END
+$$;
+
+-- The channel to LISTEN on for the caller's new notifications.  See
+-- docs/inbox.md for why it is a keyed hash of the principal.
+CREATE FUNCTION notify_ext.subscription_channel() RETURNS text
+    LANGUAGE sql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT notify_ext._inbox_channel(notify_ext.current_principal())
+$$;

@@ -1,0 +1,147 @@
+/*
+ * keys.c: server keys that no SQL role can read through the extension.
+ *
+ * One master key of 32 random bytes lives in $PGDATA/notify_ext.key (mode
+ * 0600, owned by the server's OS user).  It is created on first use: written
+ * to a file private to this process, then hard-linked into place, so that
+ * of two backends racing to create it exactly one wins and both use the
+ * winner's key.  Each subsystem derives its own key from it with keyed
+ * BLAKE2b (crypto_generichash) over "notify_ext:" || purpose, so keys for
+ * different purposes are independent and none reveals the master key.
+ *
+ * The key is read once per backend and kept in locked memory.  A superuser
+ * (or a member of pg_read_server_files) can read any file of the data
+ * directory, this one included; nobody else can.
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "miscadmin.h"
+#include "storage/fd.h"
+
+#include "principal.h"
+
+#define KEY_FILE "notify_ext.key"
+
+static unsigned char master_key[NOTIFY_EXT_KEY_BYTES];
+static bool master_loaded = false;
+
+static bool
+read_key_file(const char *path, unsigned char *out)
+{
+	int			fd;
+	ssize_t		n;
+	struct stat st;
+
+	fd = open(path, O_RDONLY | PG_BINARY, 0);
+	if (fd < 0)
+	{
+		if (errno == ENOENT)
+			return false;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open notify_ext key file \"%s\": %m", path)));
+	}
+	if (fstat(fd, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+	{
+		close(fd);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("notify_ext key file \"%s\" is readable by other users", path),
+				 errhint("chmod 0600 the file.")));
+	}
+	n = read(fd, out, NOTIFY_EXT_KEY_BYTES);
+	close(fd);
+	if (n != NOTIFY_EXT_KEY_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("notify_ext key file \"%s\" does not hold %d bytes", path, NOTIFY_EXT_KEY_BYTES),
+				 errhint("Restore it from a backup; removing it invalidates every key derived from it.")));
+	return true;
+}
+
+static void
+create_key_file(const char *path)
+{
+	char		tmp[MAXPGPATH];
+	unsigned char key[NOTIFY_EXT_KEY_BYTES];
+	int			fd;
+	int			save_errno;
+
+	snprintf(tmp, sizeof(tmp), "%s/%s.tmp.%d", DataDir, KEY_FILE, (int) getpid());
+	(void) unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | PG_BINARY, S_IRUSR | S_IWUSR);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create notify_ext key file \"%s\": %m", tmp)));
+	randombytes_buf(key, sizeof(key));
+	if (write(fd, key, sizeof(key)) != sizeof(key) || pg_fsync(fd) != 0)
+	{
+		save_errno = errno;
+		close(fd);
+		unlink(tmp);
+		sodium_memzero(key, sizeof(key));
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write notify_ext key file \"%s\": %m", tmp)));
+	}
+	close(fd);
+	sodium_memzero(key, sizeof(key));
+	/* link() fails with EEXIST when another backend won the race: use its key */
+	if (link(tmp, path) != 0 && errno != EEXIST)
+	{
+		save_errno = errno;
+		unlink(tmp);
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create notify_ext key file \"%s\": %m", path)));
+	}
+	unlink(tmp);
+	fsync_fname(DataDir, true);
+}
+
+static void
+load_master_key(void)
+{
+	char		path[MAXPGPATH];
+
+	if (master_loaded)
+		return;
+	if (sodium_init() < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialize libsodium")));
+	snprintf(path, sizeof(path), "%s/%s", DataDir, KEY_FILE);
+	if (!read_key_file(path, master_key))
+	{
+		create_key_file(path);
+		if (!read_key_file(path, master_key))
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not read notify_ext key file \"%s\" after creating it", path)));
+	}
+	(void) sodium_mlock(master_key, sizeof(master_key));
+	master_loaded = true;
+}
+
+void
+notify_ext_server_key(const char *purpose, unsigned char out[NOTIFY_EXT_KEY_BYTES])
+{
+	crypto_generichash_state st;
+	static const char prefix[] = "notify_ext:";
+
+	load_master_key();
+	crypto_generichash_init(&st, master_key, sizeof(master_key), NOTIFY_EXT_KEY_BYTES);
+	crypto_generichash_update(&st, (const unsigned char *) prefix, sizeof(prefix) - 1);
+	crypto_generichash_update(&st, (const unsigned char *) purpose, strlen(purpose));
+	crypto_generichash_final(&st, out, NOTIFY_EXT_KEY_BYTES);
+	sodium_memzero(&st, sizeof(st));
+}

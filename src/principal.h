@@ -1,0 +1,38 @@
+/*
+ * principal.h: who is calling, and the server keys.
+ *
+ * principal.c
+ *   notify_current_principal(): the principal of the current call (see
+ *     docs/inbox.md).  The returned string belongs to a cache and stays
+ *     valid until the next call; copy it if you keep it.  Raises 42501 when
+ *     a role that may not act for others has set notify_ext.principal, and
+ *     inside security-restricted operations.
+ *   notify_is_service_caller(): the caller (never the owner of a SECURITY
+ *     DEFINER function being run) is a superuser or has the privileges of
+ *     the role named by notify_ext.app_role.
+ *   notify_require_service_caller(what): raises 42501 unless it is.
+ *   principal_init(): defines the GUCs; called from _PG_init.
+ *
+ * keys.c
+ *   notify_ext_server_key(purpose, out): a 32-byte key for one purpose,
+ *     derived from the master key file $PGDATA/notify_ext.key (created with
+ *     mode 0600 on first use).  No SQL role can read it through the
+ *     extension.
+ */
+#ifndef NOTIFY_EXT_PRINCIPAL_H
+#define NOTIFY_EXT_PRINCIPAL_H
+
+#include "postgres.h"
+
+extern const char *notify_current_principal(void);
+extern bool notify_is_service_caller(void);
+extern void notify_require_service_caller(const char *what);
+extern void principal_init(void);
+
+extern char *notify_ext_app_role;
+extern char *notify_ext_permission_function;
+
+#define NOTIFY_EXT_KEY_BYTES 32
+extern void notify_ext_server_key(const char *purpose, unsigned char out[NOTIFY_EXT_KEY_BYTES]);
+
+#endif							/* NOTIFY_EXT_PRINCIPAL_H */

@@ -1,0 +1,266 @@
+-- inbox: personal notifications.  Service calls create_notification,
+-- create_notifications_bulk (10,000 items in one call; one bad item rejects
+-- all) and delete_notifications, refused with 42501 for plain roles; user
+-- calls list_notifications (shape, newest first, paging, type/since
+-- filters, itemsInTotal), mark_as_read / mark_all_as_read,
+-- get_personal_notifications, acknowledge_personal_notifications (failures
+-- are ids that are unknown or someone else's, and nothing of anyone else's
+-- changes), unread_count, set_notification_preference (a switched-off type
+-- is not stored), subscription_channel; every error; the counts staying
+-- right through folding; row-level security: a plain role cannot read,
+-- change or create anyone else's rows with any SQL it can write.
+\set SHOW_CONTEXT never
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+-- list_notifications() without the ids.
+CREATE FUNCTION pg_temp.page(l jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_set(l, '{items}', COALESCE((SELECT jsonb_agg(i - 'id' ORDER BY o)
+                                               FROM jsonb_array_elements(l -> 'items') WITH ORDINALITY x(i, o)), '[]'))
+$$;
+
+CREATE ROLE regress_app NOLOGIN;
+CREATE ROLE regress_svc NOLOGIN IN ROLE regress_app;
+CREATE ROLE regress_alice NOLOGIN;
+CREATE ROLE regress_bob NOLOGIN;
+SET notify_ext.app_role = 'regress_app';
+SET TimeZone = 'UTC';
+
+-- Service calls are refused for plain roles.
+SET ROLE regress_alice;
+SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', 'T', 'm')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.delete_notifications('{1}')$$);
+RESET ROLE;
+
+-- create_notification by a service caller.
+SET ROLE regress_svc;
+SELECT notify_ext.create_notification('regress_alice', 'JOB_DONE', 'job 1 done', '{"job": 1}',
+                                      '2026-01-01 10:00+00') IS NOT NULL AS created;
+SELECT notify_ext.create_notification('regress_alice', 'JOB_DONE', 'job 2 done', '{"job": 2}',
+                                      '2026-01-01 11:00+00') IS NOT NULL AS created;
+SELECT notify_ext.create_notification('regress_alice', 'SHARE', 'bob shared d1', NULL,
+                                      '2026-01-01 12:00+00',
+                                      '[{"type": "resource", "id": "d1"}]') IS NOT NULL AS created;
+SELECT notify_ext.create_notification('regress_bob', 'JOB_DONE', 'job 3 done', '{"job": 3}',
+                                      '2026-01-01 10:30+00') IS NOT NULL AS created;
+-- Default ts is now().
+BEGIN;
+SELECT notify_ext.create_notification('regress_bob', 'HELLO', 'hi') IS NOT NULL AS created;
+RESET ROLE;
+SELECT ts = now() AS ts_is_now FROM notify_ext.notifications
+ WHERE recipient = 'regress_bob' AND type = 'HELLO';
+COMMIT;
+SET ROLE regress_svc;
+-- Errors.
+SELECT pg_temp.err($$SELECT notify_ext.create_notification('', 'T', 'm')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notification(NULL, 'T', 'm')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', '', 'm')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', NULL, 'm')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', 'T', NULL)$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', 'T', 'm', '[1]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', 'T', 'm', NULL, now(), '{"a": 1}')$$);
+RESET ROLE;
+
+-- The user calls see the caller's own inbox only.
+SET ROLE regress_alice;
+SELECT pg_temp.page(notify_ext.list_notifications());
+SELECT notify_ext.unread_count();
+-- Paging, filters.
+SELECT pg_temp.page(notify_ext.list_notifications(items_per_page => 2, page => 1));
+SELECT pg_temp.page(notify_ext.list_notifications(items_per_page => 2, page => 5));
+SELECT pg_temp.page(notify_ext.list_notifications(type => 'JOB_DONE', items_per_page => 1));
+SELECT pg_temp.page(notify_ext.list_notifications(since => '2026-01-01 11:00+00'));
+SELECT pg_temp.page(notify_ext.list_notifications('JOB_DONE', '2026-01-01 10:30+00'));
+SELECT pg_temp.page(notify_ext.list_notifications(type => 'NO_SUCH_TYPE'));
+SELECT pg_temp.err($$SELECT notify_ext.list_notifications(items_per_page => 0)$$);
+SELECT pg_temp.err($$SELECT notify_ext.list_notifications(items_per_page => 1001)$$);
+SELECT pg_temp.err($$SELECT notify_ext.list_notifications(items_per_page => NULL)$$);
+SELECT pg_temp.err($$SELECT notify_ext.list_notifications(page => -1)$$);
+SELECT notify_ext.list_notifications(items_per_page => 1000) ->> 'itemsPerPage' AS max_page_size;
+SELECT type, message, meta, refs, ts, read FROM notify_ext.get_personal_notifications();
+RESET ROLE;
+
+-- mark_as_read: someone else's ids and unknown ids fail and stay as they are.
+SELECT array_agg(id ORDER BY id) AS bob_ids FROM notify_ext.notifications
+ WHERE recipient = 'regress_bob' \gset
+SELECT array_agg(id ORDER BY ts) AS alice_ids FROM notify_ext.notifications
+ WHERE recipient = 'regress_alice' \gset
+SET ROLE regress_alice;
+SELECT notify_ext.mark_as_read(ARRAY[(:'alice_ids'::bigint[])[1], (:'bob_ids'::bigint[])[1], -5, NULL])
+       = ARRAY[-5, (:'bob_ids'::bigint[])[1]] AS failures_are_bob_and_unknown;
+SELECT notify_ext.mark_as_read('{}');
+SELECT pg_temp.err($$SELECT notify_ext.mark_as_read(NULL)$$);
+SELECT notify_ext.unread_count();
+SELECT type, message, read FROM notify_ext.get_personal_notifications();
+-- Marking again is not a failure.
+SELECT notify_ext.mark_as_read(ARRAY[(:'alice_ids'::bigint[])[1]]);
+SELECT notify_ext.mark_all_as_read();
+SELECT notify_ext.mark_all_as_read();
+SELECT notify_ext.unread_count();
+RESET ROLE;
+SET ROLE regress_bob;
+SELECT notify_ext.unread_count();
+SELECT type, read FROM notify_ext.get_personal_notifications() ORDER BY type;
+-- acknowledge: alice's ids fail for bob and stay.
+SELECT notify_ext.acknowledge_personal_notifications(:'alice_ids'::bigint[] || (:'bob_ids'::bigint[])[1:1])
+       = :'alice_ids'::bigint[] AS failures_are_alices;
+SELECT pg_temp.err($$SELECT notify_ext.acknowledge_personal_notifications(NULL)$$);
+SELECT type FROM notify_ext.get_personal_notifications();
+SELECT notify_ext.unread_count();
+RESET ROLE;
+SELECT recipient, count(*) FROM notify_ext.notifications
+ WHERE recipient LIKE 'regress\_%' GROUP BY recipient ORDER BY recipient;
+
+-- delete_notifications (service): unknown ids fail.
+SET ROLE regress_svc;
+SELECT notify_ext.delete_notifications(ARRAY[(:'alice_ids'::bigint[])[3], -7, -7])
+       = '{-7}' AS failures_are_unknown;
+SELECT pg_temp.err($$SELECT notify_ext.delete_notifications(NULL)$$);
+RESET ROLE;
+SELECT recipient, type FROM notify_ext.notifications
+ WHERE recipient LIKE 'regress\_%' ORDER BY recipient, ts;
+
+-- Preferences: a switched-off type is not stored, others are.
+SET ROLE regress_alice;
+SELECT notify_ext.set_notification_preference('NOISE', false);
+SELECT notify_ext.set_notification_preference('NOISE', false);
+SELECT pg_temp.err($$SELECT notify_ext.set_notification_preference('', false)$$);
+SELECT pg_temp.err($$SELECT notify_ext.set_notification_preference(NULL, false)$$);
+SELECT pg_temp.err($$SELECT notify_ext.set_notification_preference('NOISE', NULL)$$);
+SELECT principal, type FROM notify_ext.notification_preferences;
+RESET ROLE;
+SET ROLE regress_svc;
+SELECT notify_ext.create_notification('regress_alice', 'NOISE', 'x') IS NULL AS not_stored;
+SELECT notify_ext.create_notification('regress_bob', 'NOISE', 'x') IS NOT NULL AS stored_for_bob;
+RESET ROLE;
+SET ROLE regress_alice;
+SELECT notify_ext.set_notification_preference('NOISE', true);
+RESET ROLE;
+SET ROLE regress_svc;
+SELECT notify_ext.create_notification('regress_alice', 'NOISE', 'x') IS NOT NULL AS stored_again;
+RESET ROLE;
+
+-- create_notifications_bulk: ids in item order, NULL for a switched-off type.
+SET ROLE regress_bob;
+SELECT notify_ext.set_notification_preference('MUTED', false);
+RESET ROLE;
+SET ROLE regress_svc;
+SELECT array_length(r, 1) AS n, r[1] IS NOT NULL AS first, r[2] IS NULL AS second_muted,
+       r[3] IS NOT NULL AS third, r[1] < r[3] AS ordered
+  FROM notify_ext.create_notifications_bulk($$[
+    {"user": "regress_alice", "notification": {"type": "BULK", "message": "b1", "meta": {"k": 1}}},
+    {"user": "regress_bob", "notification": {"type": "MUTED", "message": "b2"}},
+    {"user": "regress_bob", "notification": {"type": "BULK", "message": "b3", "meta": null}}
+  ]$$) r;
+SELECT notify_ext.create_notifications_bulk('[]');
+-- One bad item rejects the whole call.
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('{"user": "regress_alice"}')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk(NULL)$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "OK", "message": "fine"}}, 5]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "OK", "message": "fine"}}, {"user": "", "notification": {"type": "T", "message": "m"}}]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "OK", "message": "fine"}}, {"notification": {"type": "T", "message": "m"}}]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": 7, "notification": {"type": "T", "message": "m"}}]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice"}]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"message": "m"}}]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "", "message": "m"}}]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "T"}}]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "T", "message": null}}]')$$);
+SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "T", "message": "m", "meta": [1]}}]')$$);
+RESET ROLE;
+SELECT count(*) AS ok_items_created FROM notify_ext.notifications WHERE type = 'OK';
+-- 10,000 items in one call.
+SET ROLE regress_svc;
+WITH c AS (
+    SELECT notify_ext.create_notifications_bulk(
+             (SELECT jsonb_agg(jsonb_build_object('user', 'regress_u' || (g % 100),
+                                                  'notification', jsonb_build_object('type', 'LOAD', 'message', 'n' || g)))
+                FROM generate_series(1, 10000) g)) AS r)
+SELECT array_length(r, 1) AS n, (SELECT count(DISTINCT x) FROM unnest(r) x) AS distinct_ids FROM c;
+SET notify_ext.principal = 'regress_u7';
+SELECT notify_ext.unread_count();
+SELECT notify_ext.list_notifications(items_per_page => 3) -> 'itemsInTotal' AS total,
+       jsonb_path_query_array(notify_ext.list_notifications(items_per_page => 3), '$.items[*].message') AS newest;
+RESET notify_ext.principal;
+RESET ROLE;
+
+-- The counts follow every change, also through folding and direct SQL.
+SET ROLE regress_svc;
+SELECT count(notify_ext.create_notification('regress_alice', 'T' || (g % 3), 'm' || g)) FROM generate_series(1, 40) g;
+RESET ROLE;
+SELECT count(*) < 20 AS folded FROM notify_ext.inbox_counts WHERE recipient = 'regress_alice';
+SET ROLE regress_alice;
+UPDATE notify_ext.notifications SET read = true WHERE type = 'T1';
+DELETE FROM notify_ext.notifications WHERE type = 'T2' AND message LIKE 'm1%';
+SELECT notify_ext.unread_count() AS unread,
+       (SELECT count(*) FROM notify_ext.notifications WHERE NOT read) AS unread_rows,
+       notify_ext.list_notifications() -> 'itemsInTotal' AS total,
+       (SELECT count(*) FROM notify_ext.notifications) AS rows,
+       notify_ext.list_notifications('T0') -> 'itemsInTotal' AS t0_total,
+       (SELECT count(*) FROM notify_ext.notifications WHERE type = 'T0') AS t0_rows;
+RESET ROLE;
+SELECT sum(total) = (SELECT count(*) FROM notify_ext.notifications) AS totals_match,
+       sum(unread) = (SELECT count(*) FROM notify_ext.notifications WHERE NOT read) AS unread_match
+  FROM notify_ext.inbox_counts;
+
+-- Row-level security: whatever SQL a plain role writes, it sees and changes
+-- only its own rows.
+SET ROLE regress_alice;
+SELECT DISTINCT recipient FROM notify_ext.notifications;
+SELECT count(*) FROM notify_ext.notifications WHERE recipient = 'regress_bob';
+UPDATE notify_ext.notifications SET read = true WHERE recipient = 'regress_bob';
+DELETE FROM notify_ext.notifications WHERE recipient = 'regress_bob';
+SELECT pg_temp.err($$UPDATE notify_ext.notifications SET recipient = 'regress_bob'$$);
+SELECT pg_temp.err($$UPDATE notify_ext.notifications SET message = 'x'$$);
+SELECT pg_temp.err($$INSERT INTO notify_ext.notifications (recipient, type, message) VALUES ('regress_alice', 'T', 'm')$$);
+SELECT pg_temp.err($$INSERT INTO notify_ext.notifications (recipient, type, message) VALUES ('regress_bob', 'T', 'm')$$);
+SELECT pg_temp.err($$SELECT * FROM notify_ext.inbox_counts$$);
+SELECT pg_temp.err($$INSERT INTO notify_ext.notification_preferences VALUES ('regress_bob', 'JOB_DONE')$$);
+SELECT pg_temp.err($$TRUNCATE notify_ext.notifications$$);
+SELECT pg_temp.err($$ALTER TABLE notify_ext.notifications DISABLE ROW LEVEL SECURITY$$);
+SELECT pg_temp.err($$SELECT notify_ext._notify('regress_bob', 'T', 'm', NULL, now(), NULL)$$);
+SELECT pg_temp.err($$SELECT notify_ext._inbox_channel('regress_bob')$$);
+SELECT pg_temp.err($$SELECT notify_ext._inbox_not_mine('regress_bob', '{1}')$$);
+SELECT pg_temp.err($$SELECT notify_ext._inbox_compact('{regress_bob}')$$);
+SELECT pg_temp.err($$SET notify_ext.principal = 'regress_bob'$$);
+-- A leaky function sees only rows that passed the policy.
+CREATE FUNCTION pg_temp.leak(t text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+BEGIN
+    IF t LIKE '%regress_bob%' THEN RAISE NOTICE 'leaked %', t; END IF;
+    RETURN true;
+END $$;
+SELECT count(*) > 0 AS saw_own FROM notify_ext.notifications n WHERE pg_temp.leak(n.recipient || n.message);
+SELECT principal, type FROM notify_ext.notification_preferences;
+DROP FUNCTION pg_temp.leak(text);
+RESET ROLE;
+SELECT count(*) AS bob_rows, count(*) FILTER (WHERE read) AS bob_read
+  FROM notify_ext.notifications WHERE recipient = 'regress_bob';
+
+-- The subscription channel: per principal, stable, unguessable.
+SET ROLE regress_alice;
+SELECT notify_ext.subscription_channel() AS alice_channel \gset
+SELECT :'alice_channel' ~ '^notify_ext_inbox_[0-9a-f]{32}$' AS well_formed,
+       notify_ext.subscription_channel() = :'alice_channel' AS stable,
+       :'alice_channel' NOT LIKE '%alice%' AS opaque;
+RESET ROLE;
+SET ROLE regress_bob;
+SELECT notify_ext.subscription_channel() <> :'alice_channel' AS differs;
+RESET ROLE;
+SET ROLE regress_svc;
+SET notify_ext.principal = 'regress_alice';
+SELECT notify_ext.subscription_channel() = :'alice_channel' AS app_gets_users_channel;
+RESET notify_ext.principal;
+RESET ROLE;
+
+-- Clean up.
+DELETE FROM notify_ext.notifications WHERE recipient LIKE 'regress\_%';
+DELETE FROM notify_ext.notification_preferences WHERE principal LIKE 'regress\_%';
+SELECT count(*) AS leftover_counts FROM (
+    SELECT recipient FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_%'
+     GROUP BY recipient, type HAVING sum(total) <> 0 OR sum(unread) <> 0) x;
+RESET notify_ext.app_role;
+DROP ROLE regress_alice, regress_bob, regress_svc, regress_app;
