@@ -90,6 +90,12 @@ static Size retained_bytes = 0; /* kept in memory by the last spill */
 static int	outside_arena = 0;	/* pending[0..this) live in pending_cxt */
 static bool reserved = false;	/* holds commit numbers (ordering.c) */
 
+static int64 committed_first_seq = 0;
+
+#define MAX_COMMIT_HOOKS 4
+static events_committed_hook commit_hooks[MAX_COMMIT_HOOKS];
+static int	ncommit_hooks = 0;
+
 static TupleDesc event_desc = NULL;
 
 /* ---------------------------------------------------------------------
@@ -605,6 +611,7 @@ flush_at_commit(void)
 
 	base = ordering_reserve(next_ordinal);
 	reserved = true;
+	committed_first_seq = base;
 	if (spilled_ordinals > 0)
 		renumber_spilled(base);
 	if (npending > 0)
@@ -627,6 +634,17 @@ capture_xact_callback(XactEvent event, void *arg)
 						 errdetail("Events are numbered when their transaction commits.")));
 			break;
 		case XACT_EVENT_COMMIT:
+			if (reserved)
+			{
+				int			i;
+
+				ordering_release();
+				reserved = false;
+				for (i = 0; i < ncommit_hooks; i++)
+					commit_hooks[i] (committed_first_seq, next_ordinal);
+			}
+			reset_pending();
+			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -1192,6 +1210,18 @@ notify_ext_publish(PG_FUNCTION_ARGS)
 
 	/* seq is given at commit; the caller learns the event's place in its transaction. */
 	PG_RETURN_INT64(buffer_event(values, nulls) + 1);
+}
+
+/*
+ * Subsystems that react to committed events (wake-ups, the webhook worker)
+ * register here; hooks run after the commit is visible and must not fail.
+ */
+void
+capture_register_commit_hook(events_committed_hook hook)
+{
+	if (ncommit_hooks >= MAX_COMMIT_HOOKS)
+		elog(ERROR, "too many notify_ext commit hooks");
+	commit_hooks[ncommit_hooks++] = hook;
 }
 
 void

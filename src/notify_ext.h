@@ -27,6 +27,16 @@ extern int64 ordering_committed_seq(void);
 /* capture.c: the change-capture trigger and the per-transaction buffer */
 extern void capture_init(void);
 
+/*
+ * Called after a transaction that recorded events committed and became
+ * visible: its events hold seqs first_seq .. first_seq + count - 1 (with
+ * gaps where subtransactions rolled back).  Runs in the committing backend,
+ * outside any transaction: it may touch shared memory and latches, not the
+ * catalogs, and must not raise errors.
+ */
+typedef void (*events_committed_hook) (int64 first_seq, int64 count);
+extern void capture_register_commit_hook(events_committed_hook hook);
+
 /* rowjson.c: a heap tuple as JSON text */
 typedef struct RowJsonColumn RowJsonColumn;
 typedef struct RowJson
