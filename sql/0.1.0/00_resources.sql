@@ -174,6 +174,7 @@ CREATE FUNCTION notify_ext.register_resource(id text, variant text, parent_id te
 AS $$
 DECLARE
     v_parent_path text[];
+    v_old_parent text;
 BEGIN
     IF id IS NULL OR id = '' THEN
         RAISE EXCEPTION 'resource id must not be empty'
@@ -201,6 +202,22 @@ BEGIN
             RAISE EXCEPTION 'cannot move resource "%" under "%": "%" is inside its subtree',
                             id, parent_id, parent_id
                 USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    -- Changing a resource takes ADMIN on it; hanging one under a parent
+    -- takes APPEND on the parent.  New roots are anyone's to create.
+    IF NOT notify_ext._is_service_caller() THEN
+        SELECT r.parent_id INTO v_old_parent FROM notify_ext.resources r
+         WHERE r.id = register_resource.id;
+        IF FOUND THEN
+            PERFORM notify_ext._require_admin(id, 'changing a registered resource');
+        END IF;
+        IF parent_id IS NOT NULL AND (NOT FOUND OR v_old_parent IS DISTINCT FROM parent_id)
+           AND NOT notify_ext.has_permission(notify_ext.current_principal(), parent_id, 'APPEND') THEN
+            RAISE EXCEPTION 'registering "%" under "%" needs APPEND on "%": principal "%" does not have it',
+                            id, parent_id, parent_id, notify_ext.current_principal()
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Ask an ADMIN of the parent (notify_ext.request_access()) or use a service role.';
         END IF;
     END IF;
     INSERT INTO notify_ext.resources AS r (id, variant, parent_id, created_by)

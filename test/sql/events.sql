@@ -32,6 +32,18 @@ SELECT pg_temp.try($$SELECT notify_ext.register_resource('org', 'project', 'team
 SELECT pg_temp.try($$SELECT notify_ext.resource_path('nowhere')$$);
 SELECT count(*) AS registered FROM notify_ext.resources WHERE id IN ('x', 'org', 'team');
 
+-- Without rights on them, a plain role cannot move or hang things under
+-- others' resources; a new root is anyone's to create.
+CREATE ROLE regress_events_plain;
+SET ROLE regress_events_plain;
+SELECT pg_temp.try($$SELECT notify_ext.register_resource('team', 'collection', NULL)$$);
+SELECT pg_temp.try($$SELECT notify_ext.register_resource('mine', 'dataset', 'team')$$);
+SELECT notify_ext.register_resource('my-root', 'project');
+RESET ROLE;
+SELECT id, parent_id, created_by FROM notify_ext.resources WHERE id IN ('team', 'mine', 'my-root') ORDER BY id;
+DELETE FROM notify_ext.resources WHERE id = 'my-root';
+DROP ROLE regress_events_plain;
+
 -- A tree of tracked tables
 CREATE TABLE projects (id text PRIMARY KEY, name text);
 CREATE TABLE collections (id text PRIMARY KEY, project_id text REFERENCES projects ON DELETE CASCADE, name text);
