@@ -162,14 +162,14 @@ require_preload(void)
 				 errhint("Add notify_ext to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
-static Oid
+Oid
 extension_schema(void)
 {
 	return get_namespace_oid("notify_ext", false);
 }
 
 /* Internal functions are closed to users; call them as the schema owner. */
-static Oid
+Oid
 extension_owner(void)
 {
 	HeapTuple	tp = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(extension_schema()));
@@ -182,8 +182,8 @@ extension_owner(void)
 	return owner;
 }
 
-static TupleDesc
-get_event_desc(void)
+TupleDesc
+event_log_desc(void)
 {
 	if (event_desc == NULL)
 	{
@@ -367,7 +367,7 @@ buffer_event(Datum *values, bool *nulls)
 
 	values[EV_SEQ] = Int64GetDatum(ordinal);
 	nulls[EV_SEQ] = false;
-	tuple = form_event_tuple(get_event_desc(), values, nulls);
+	tuple = form_event_tuple(event_log_desc(), values, nulls);
 
 	pending[npending].tuple = tuple;
 	pending[npending].subid = GetCurrentSubTransactionId();
@@ -444,7 +444,7 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 	estate = CreateExecutorState();
 	slots = palloc(sizeof(TupleTableSlot *) * WRITE_BATCH);
 	for (i = 0; i < WRITE_BATCH; i++)
-		slots[i] = MakeSingleTupleTableSlot(get_event_desc(), &TTSOpsHeapTuple);
+		slots[i] = MakeSingleTupleTableSlot(event_log_desc(), &TTSOpsHeapTuple);
 	if (nevents > WRITE_BATCH)
 		bistate = GetBulkInsertState();
 
@@ -462,7 +462,7 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 			HeapTuple	tuple = events[i].tuple;
 			int64	   *seq = event_seq_ptr(tuple);
 			bool		isnull;
-			Datum		occurred = heap_getattr(tuple, EV_OCCURRED_AT + 1, get_event_desc(), &isnull);
+			Datum		occurred = heap_getattr(tuple, EV_OCCURRED_AT + 1, event_log_desc(), &isnull);
 			bool		equal;
 			int			bound;
 			int			idx;
@@ -616,6 +616,17 @@ flush_at_commit(void)
 		renumber_spilled(base);
 	if (npending > 0)
 		write_events(pending, npending, base, false);
+
+	/* Wake the consumers whose scope these events touch. */
+	{
+		HeapTuple  *tuples = palloc(sizeof(HeapTuple) * Max(npending, 1));
+		int			i;
+
+		for (i = 0; i < npending; i++)
+			tuples[i] = pending[i].tuple;
+		consumer_notify_committing(tuples, npending, spilled_ordinals > 0);
+		pfree(tuples);
+	}
 }
 
 static void

@@ -31,6 +31,7 @@ notify_ext_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(ordering_shmem_size());
+	RequestAddinShmemSpace(consumer_shmem_size());
 	RequestNamedLWLockTranche("notify_ext", 1);
 }
 
@@ -40,6 +41,7 @@ notify_ext_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	ordering_shmem_init();
+	consumer_shmem_init();
 }
 
 void
@@ -55,6 +57,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	principal_init();
+	consumer_init();
 
 	MarkGUCPrefixReserved("notify_ext");
 

@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 
+#include "access/htup.h"
 #include "access/tupdesc.h"
 #include "lib/stringinfo.h"
 #include "utils/timestamp.h"
@@ -26,6 +27,9 @@ extern int64 ordering_committed_seq(void);
 
 /* capture.c: the change-capture trigger and the per-transaction buffer */
 extern void capture_init(void);
+extern Oid	extension_schema(void);
+extern Oid	extension_owner(void);
+extern TupleDesc event_log_desc(void);
 
 /*
  * Called after a transaction that recorded events committed and became
@@ -36,6 +40,12 @@ extern void capture_init(void);
  */
 typedef void (*events_committed_hook) (int64 first_seq, int64 count);
 extern void capture_register_commit_hook(events_committed_hook hook);
+
+/* consumer.c: stream consumers */
+extern Size consumer_shmem_size(void);
+extern void consumer_shmem_init(void);
+extern void consumer_init(void);
+extern void consumer_notify_committing(HeapTuple *events, int nevents, bool all);
 
 /* rowjson.c: a heap tuple as JSON text */
 typedef struct RowJsonColumn RowJsonColumn;

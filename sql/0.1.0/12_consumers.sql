@@ -1,0 +1,336 @@
+--------------------------------------------------------------------------
+-- Stream consumers
+--
+-- A consumer reads the events of its scope in seq order.  delivered_upto
+-- is how far it has looked: every event in scope at or below it has been
+-- handed out at least once.  Handed-out messages that are not acknowledged
+-- yet sit in consumer_pending, grouped by the fetch that handed them out;
+-- acknowledging removes them, so nothing is kept per acknowledged message.
+--------------------------------------------------------------------------
+
+CREATE TABLE notify_ext.consumers (
+    id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    owner                text NOT NULL,
+    resource_id          text,
+    include_subresources boolean NOT NULL,
+    deliver              text NOT NULL
+                         CHECK (deliver IN ('all', 'new', 'from_date', 'from_sequence')),
+    from_date            timestamptz,
+    from_sequence        bigint,
+    streams              text[],
+    operations           text[],
+    ack_wait             interval NOT NULL,
+    max_deliver          integer NOT NULL,
+    delivered_upto       bigint NOT NULL,
+    -- every seq at or below ack_floor is acknowledged or out of scope; kept
+    -- up to date by fetches (acknowledgements only shrink consumer_pending)
+    ack_floor            bigint NOT NULL,
+    last_delivered       bigint,
+    num_redelivered      bigint NOT NULL DEFAULT 0,
+    num_terminated       bigint NOT NULL DEFAULT 0,
+    missed               bigint NOT NULL DEFAULT 0,
+    created_at           timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX consumers_owner_idx ON notify_ext.consumers (owner);
+REVOKE ALL ON notify_ext.consumers FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumers', '');
+
+CREATE TABLE notify_ext.consumer_pending (
+    consumer       uuid NOT NULL REFERENCES notify_ext.consumers ON DELETE CASCADE,
+    batch          bigint GENERATED ALWAYS AS IDENTITY,
+    delivery_count integer NOT NULL,
+    seqs           bigint[] NOT NULL,
+    delivered_at   timestamptz NOT NULL,
+    due_at         timestamptz NOT NULL,
+    PRIMARY KEY (consumer, batch)
+);
+REVOKE ALL ON notify_ext.consumer_pending FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumer_pending', '');
+
+-- Generations of the key that signs replies.  The keys themselves are
+-- derived from the server key file and never stored.
+CREATE TABLE notify_ext.reply_keys (
+    generation integer PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    retired_at timestamptz
+);
+REVOKE ALL ON notify_ext.reply_keys FROM PUBLIC;
+INSERT INTO notify_ext.reply_keys (generation) VALUES (1);
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.reply_keys', '');
+
+-- The event JSON, built in C (replaces the SQL version used by the view).
+CREATE OR REPLACE FUNCTION notify_ext.event_message(seq bigint, stream text, operation text,
+        resource_id text, resource_variant text, resource_path text[],
+        occurred_at timestamptz, actor text, payload json, changed text[])
+    RETURNS jsonb
+    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_event_message';
+
+-- Internal: after commit, tell other sessions that consumers changed.
+CREATE FUNCTION notify_ext._consumers_changed() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_consumers_changed';
+REVOKE ALL ON FUNCTION notify_ext._consumers_changed() FROM PUBLIC;
+
+-- Internal: the consumer, if the caller may use it; 42704 / 42501 otherwise.
+CREATE FUNCTION notify_ext._consumer_for_caller(p_consumer uuid, p_what text)
+    RETURNS notify_ext.consumers
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c notify_ext.consumers;
+BEGIN
+    IF p_consumer IS NULL THEN
+        RAISE EXCEPTION 'consumer must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO c FROM notify_ext.consumers WHERE id = p_consumer;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream consumer % does not exist', p_consumer
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF c.owner <> notify_ext.current_principal() AND NOT notify_ext._is_service_caller() THEN
+        RAISE EXCEPTION '% of stream consumer % is for its owner: principal "%" is not "%"',
+                        p_what, p_consumer, notify_ext.current_principal(), c.owner
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN c;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._consumer_for_caller(uuid, text) FROM PUBLIC;
+
+CREATE FUNCTION notify_ext.create_stream_consumer(
+        resource_id text DEFAULT NULL,
+        resource_variant text DEFAULT NULL,
+        include_subresources boolean DEFAULT true,
+        deliver text DEFAULT 'all',
+        from_date timestamptz DEFAULT NULL,
+        from_sequence bigint DEFAULT NULL,
+        streams text[] DEFAULT NULL,
+        operations text[] DEFAULT NULL,
+        ack_wait interval DEFAULT '30 seconds',
+        max_deliver integer DEFAULT -1)
+    RETURNS uuid
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_principal text := notify_ext.current_principal();
+    v_info record;
+    v_start bigint;
+    v_id uuid;
+BEGIN
+    IF deliver IS NULL OR deliver NOT IN ('all', 'new', 'from_date', 'from_sequence') THEN
+        RAISE EXCEPTION 'unknown deliver policy "%"', deliver
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use all, new, from_date or from_sequence.';
+    END IF;
+    IF deliver = 'from_date' AND from_date IS NULL THEN
+        RAISE EXCEPTION 'deliver "from_date" needs from_date'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF deliver <> 'from_date' AND from_date IS NOT NULL THEN
+        RAISE EXCEPTION 'from_date is only used with deliver "from_date", not "%"', deliver
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF deliver = 'from_sequence' AND (from_sequence IS NULL OR from_sequence < 1) THEN
+        RAISE EXCEPTION 'deliver "from_sequence" needs from_sequence of at least 1, not %',
+                        COALESCE(from_sequence::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF deliver <> 'from_sequence' AND from_sequence IS NOT NULL THEN
+        RAISE EXCEPTION 'from_sequence is only used with deliver "from_sequence", not "%"', deliver
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF ack_wait IS NULL OR ack_wait <= interval '0' THEN
+        RAISE EXCEPTION 'ack_wait must be positive, not %', COALESCE(ack_wait::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_deliver IS NULL OR (max_deliver < 1 AND max_deliver <> -1) THEN
+        RAISE EXCEPTION 'max_deliver must be -1 (no limit) or at least 1, not %',
+                        COALESCE(max_deliver::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF include_subresources IS NULL THEN
+        RAISE EXCEPTION 'include_subresources must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cardinality(streams) = 0 OR '' = ANY (streams) OR array_position(streams, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'streams must be NULL (all streams) or a list of stream names, not %', streams
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cardinality(operations) = 0 OR '' = ANY (operations) OR array_position(operations, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'operations must be NULL (all operations) or a list of operation names, not %', operations
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF resource_id IS NULL THEN
+        IF resource_variant IS NOT NULL THEN
+            RAISE EXCEPTION 'resource_variant "%" needs a resource_id', resource_variant
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM notify_ext._require_service_caller('a stream consumer of every event');
+    ELSE
+        SELECT * INTO v_info FROM notify_ext._resource_info(resource_id);
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'resource "%" does not exist', resource_id
+                USING ERRCODE = 'undefined_object';
+        END IF;
+        IF resource_variant IS NOT NULL AND resource_variant <> v_info.variant THEN
+            RAISE EXCEPTION 'resource "%" is a %, not a %', resource_id, v_info.variant, resource_variant
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF NOT notify_ext._is_service_caller()
+           AND NOT notify_ext.has_permission(v_principal, resource_id, 'READ') THEN
+            RAISE EXCEPTION 'a stream consumer of resource "%" needs READ on it: principal "%" does not have it',
+                            resource_id, v_principal
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Ask an ADMIN of the resource (notify_ext.request_access()).';
+        END IF;
+        resource_variant := v_info.variant;
+    END IF;
+
+    v_start := CASE deliver WHEN 'new' THEN notify_ext.committed_seq()
+                            WHEN 'from_sequence' THEN from_sequence - 1
+                            ELSE 0 END;
+    INSERT INTO notify_ext.consumers (owner, resource_id, include_subresources, deliver,
+            from_date, from_sequence, streams, operations, ack_wait, max_deliver,
+            delivered_upto, ack_floor)
+    VALUES (v_principal, create_stream_consumer.resource_id,
+            create_stream_consumer.include_subresources, deliver, from_date, from_sequence,
+            streams, operations, ack_wait, max_deliver, v_start, v_start)
+    RETURNING id INTO v_id;
+    PERFORM notify_ext._consumers_changed();
+    RETURN v_id;
+END
+$$;
+
+CREATE FUNCTION notify_ext.get_event_message_batch(consumer uuid, batch_size integer DEFAULT 25,
+                                                   wait interval DEFAULT '0')
+    RETURNS TABLE (seq bigint, message jsonb, reply text, salt text, hmac text, delivery_count integer)
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'notify_ext_get_event_message_batch';
+
+CREATE FUNCTION notify_ext.acknowledge_message_batch(replies jsonb) RETURNS integer
+    LANGUAGE c VOLATILE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'notify_ext_acknowledge_message_batch';
+
+CREATE FUNCTION notify_ext.get_event_message_stream(consumer uuid) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM notify_ext._consumer_for_caller(consumer, 'the channel');
+    RETURN 'notify_ext_consumer_' || replace(consumer::text, '-', '');
+END
+$$;
+
+CREATE FUNCTION notify_ext.delete_stream_consumer(consumer uuid) RETURNS void
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c notify_ext.consumers;
+    v_principal text := notify_ext.current_principal();
+BEGIN
+    IF consumer IS NULL THEN
+        RAISE EXCEPTION 'consumer must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO c FROM notify_ext.consumers WHERE id = consumer;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream consumer % does not exist', consumer
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF c.owner <> v_principal AND NOT notify_ext._is_service_caller()
+       AND NOT (c.resource_id IS NOT NULL
+                AND notify_ext.has_permission(v_principal, c.resource_id, 'WRITE')) THEN
+        RAISE EXCEPTION 'deleting stream consumer % needs its owner, WRITE on its resource or a service role: principal "%" has none',
+                        consumer, v_principal
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM notify_ext.consumers WHERE id = consumer;
+    PERFORM notify_ext._consumers_changed();
+END
+$$;
+
+-- Internal: whether an event is in a consumer's scope.
+CREATE FUNCTION notify_ext._in_scope(c notify_ext.consumers, e notify_ext.event_log)
+    RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT (c.resource_id IS NULL OR e.resource_id = c.resource_id
+            OR (c.include_subresources AND c.resource_id = ANY (e.resource_path)))
+       AND (c.streams IS NULL OR e.stream = ANY (c.streams))
+       AND (c.operations IS NULL OR e.operation = ANY (c.operations))
+       AND (c.from_date IS NULL OR e.occurred_at >= c.from_date)
+$$;
+REVOKE ALL ON FUNCTION notify_ext._in_scope(notify_ext.consumers, notify_ext.event_log) FROM PUBLIC;
+
+CREATE FUNCTION notify_ext.consumer_info(consumer uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c notify_ext.consumers := notify_ext._consumer_for_caller(consumer, 'the state');
+    v_horizon bigint := notify_ext.committed_seq();
+    v_num_pending bigint;
+    v_ack_pending bigint;
+    v_redelivered bigint;
+    v_min_pending bigint;
+BEGIN
+    SELECT count(*) INTO v_num_pending
+      FROM notify_ext.event_log e
+     WHERE e.seq > c.delivered_upto AND e.seq <= v_horizon AND notify_ext._in_scope(c, e);
+    SELECT COALESCE(sum(cardinality(p.seqs)), 0),
+           COALESCE(sum(cardinality(p.seqs)) FILTER (WHERE p.delivery_count > 1), 0),
+           min(s.m)
+      INTO v_ack_pending, v_redelivered, v_min_pending
+      FROM notify_ext.consumer_pending p
+      CROSS JOIN LATERAL (SELECT min(x) AS m FROM unnest(p.seqs) x) s
+     WHERE p.consumer = c.id;
+    RETURN jsonb_build_object(
+        'consumer', c.id,
+        'owner', c.owner,
+        'resource_id', c.resource_id,
+        'include_subresources', c.include_subresources,
+        'deliver', c.deliver,
+        'streams', c.streams,
+        'operations', c.operations,
+        'ack_wait', c.ack_wait,
+        'max_deliver', c.max_deliver,
+        'num_pending', v_num_pending,
+        'num_ack_pending', v_ack_pending,
+        'num_redelivered', v_redelivered,
+        'num_terminated', c.num_terminated,
+        'ack_floor', COALESCE(v_min_pending - 1, c.delivered_upto),
+        'delivered_upto', c.delivered_upto,
+        'last_delivered', c.last_delivered,
+        'missed', c.missed,
+        'created_at', c.created_at);
+END
+$$;
+
+CREATE FUNCTION notify_ext.rotate_reply_key() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'rotating the reply key needs a superuser'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    LOCK TABLE notify_ext.reply_keys IN EXCLUSIVE MODE;
+    UPDATE notify_ext.reply_keys SET retired_at = now() WHERE retired_at IS NULL;
+    INSERT INTO notify_ext.reply_keys (generation)
+    SELECT max(generation) + 1 FROM notify_ext.reply_keys;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext.rotate_reply_key() FROM PUBLIC;
