@@ -54,6 +54,9 @@
 #endif
 
 #define MAX_BATCH_SIZE 10000
+
+/* Events of the log examined per query when looking for new messages. */
+#define SCAN_WINDOW 10000
 #define SALT_BYTES 16
 
 static char *reply_key_grace = NULL;
@@ -339,6 +342,47 @@ signed_text(const char *reply, const char *salt, size_t *len)
 }
 
 /* ---------------------------------------------------------------------
+ * Saved plans
+ *
+ * Every statement here is planned once per session, as a generic plan:
+ * planning the partitioned event log costs more than running the query.
+ * --------------------------------------------------------------------- */
+
+typedef struct SavedPlan
+{
+	struct SavedPlan *next;
+	char	   *sql;
+	SPIPlanPtr	plan;
+} SavedPlan;
+
+static SavedPlan *saved_plans = NULL;
+
+static int
+spi_run(const char *sql, int nargs, Oid *argtypes, Datum *values, const char *nulls,
+		bool read_only, long count)
+{
+	SavedPlan  *sp;
+
+	for (sp = saved_plans; sp != NULL; sp = sp->next)
+		if (strcmp(sp->sql, sql) == 0)
+			break;
+	if (sp == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		sp = MemoryContextAlloc(TopMemoryContext, sizeof(SavedPlan));
+		sp->sql = MemoryContextStrdup(TopMemoryContext, sql);
+		sp->plan = plan;
+		sp->next = saved_plans;
+		saved_plans = sp;
+	}
+	return SPI_execute_plan(sp->plan, values, nulls, read_only, count);
+}
+
+/* ---------------------------------------------------------------------
  * Fetching
  * --------------------------------------------------------------------- */
 
@@ -366,7 +410,7 @@ read_consumer(Datum id, bool lock, ConsumerRow *c)
 	char	   *sql = psprintf("SELECT %s FROM notify_ext.consumers WHERE id = $1%s",
 							   consumer_columns, lock ? " FOR UPDATE" : "");
 	Oid			argtype = UUIDOID;
-	int			rc = SPI_execute_with_args(sql, 1, &argtype, &id, NULL, false, 1);
+	int			rc = spi_run(sql, 1, &argtype, &id, NULL, false, 1);
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
@@ -414,7 +458,7 @@ check_may_fetch(Datum id, ConsumerRow *c)
 
 		args[0] = CStringGetTextDatum(principal);
 		args[1] = CStringGetTextDatum(c->resource_id);
-		rc = SPI_execute_with_args("SELECT notify_ext.has_permission($1, $2, 'READ')",
+		rc = spi_run("SELECT notify_ext.has_permission($1, $2, 'READ')",
 								   2, argtypes, args, NULL, false, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "permission check failed");
@@ -465,7 +509,7 @@ anything_ready(Datum id, int64 horizon)
 	Oid			argtype = UUIDOID;
 	int			rc;
 
-	rc = SPI_execute_with_args("SELECT 1 FROM notify_ext.consumer_pending "
+	rc = spi_run("SELECT 1 FROM notify_ext.consumer_pending "
 							   "WHERE consumer = $1 AND due_at <= clock_timestamp() LIMIT 1",
 							   1, &argtype, &id, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
@@ -478,7 +522,7 @@ anything_ready(Datum id, int64 horizon)
 	args[1] = Int64GetDatum(horizon);
 	nulls[0] = nulls[1] = ' ';
 	scope_args(&c, args, nulls);
-	rc = SPI_execute_with_args("SELECT 1 FROM notify_ext.event_log WHERE seq > $1 AND seq <= $2 AND "
+	rc = spi_run("SELECT 1 FROM notify_ext.event_log WHERE seq > $1 AND seq <= $2 AND "
 							   SCOPE_FILTER " LIMIT 1",
 							   7, scope_argtypes, args, nulls, false, 1);
 	if (rc != SPI_OK_SELECT)
@@ -542,9 +586,10 @@ insert_pending(Datum id, int32 count, Delivery *d, int n, Datum due_after)
 	args[3] = due_after;
 	if (due_after == (Datum) 0)
 		nulls[3] = 'n';
-	rc = SPI_execute_with_args("INSERT INTO notify_ext.consumer_pending "
-							   "(consumer, delivery_count, seqs, delivered_at, due_at) "
-							   "VALUES ($1, $2, $3, clock_timestamp(), "
+	/* d is sorted by seq: lo and hi are its ends */
+	rc = spi_run("INSERT INTO notify_ext.consumer_pending "
+							   "(consumer, delivery_count, seqs, lo, hi, delivered_at, due_at) "
+							   "VALUES ($1, $2, $3, ($3)[1], ($3)[cardinality($3)], clock_timestamp(), "
 							   "clock_timestamp() + COALESCE($4, interval '0'))",
 							   4, types, args, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
@@ -600,7 +645,7 @@ take_redeliveries(Datum id, ConsumerRow *c, Delivery *out, int max, int64 *termi
 	int			n;
 
 	*terminated = 0;
-	rc = SPI_execute_with_args("DELETE FROM notify_ext.consumer_pending "
+	rc = spi_run("DELETE FROM notify_ext.consumer_pending "
 							   "WHERE consumer = $1 AND due_at <= clock_timestamp() "
 							   "RETURNING delivery_count, seqs",
 							   1, &argtype, &id, NULL, false, 0);
@@ -753,7 +798,7 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 	ndeliveries = take_redeliveries(id, &c, deliveries, batch_size, &terminated);
 	redelivered = ndeliveries;
 
-	rc = SPI_execute("SELECT max(generation) FROM notify_ext.reply_keys", false, 1);
+	rc = spi_run("SELECT max(generation) FROM notify_ext.reply_keys", 0, NULL, NULL, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the reply key failed");
 	{
@@ -778,7 +823,7 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			seqs[i] = Int64GetDatum(deliveries[i].seq);
 		arg = PointerGetDatum(construct_array(seqs, ndeliveries, INT8OID, 8, FLOAT8PASSBYVAL,
 											  TYPALIGN_DOUBLE));
-		rc = SPI_execute_with_args("SELECT " EVENT_COLUMNS " FROM notify_ext.event_log "
+		rc = spi_run("SELECT " EVENT_COLUMNS " FROM notify_ext.event_log "
 								   "WHERE seq = ANY ($1) ORDER BY seq",
 								   1, &argtype, &arg, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
@@ -803,7 +848,8 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		SPITupleTable *redelivery_rows = SPI_tuptable;
 		uint64		nredelivery_rows = ndeliveries > 0 ? SPI_processed : 0;
 		int			remaining = batch_size - ndeliveries;
-		SPITupleTable *new_rows = NULL;
+		HeapTuple  *new_tuples;
+		TupleDesc	new_desc = NULL;
 		uint64		nnew = 0;
 		int			total;
 		Delivery   *all;
@@ -811,42 +857,59 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		int			nall = 0;
 		uint64		r = 0;
 		uint64		nn = 0;
+		MemoryContext msg_cxt;
+		MemoryContext old_cxt;
+		unsigned char *salts;
 
 		horizon = ordering_committed_seq();
 		new_upto = c.delivered_upto;
-		if (remaining > 0 && horizon > c.delivered_upto)
+		new_tuples = palloc(sizeof(HeapTuple) * Max(remaining, 1));
+
+		/*
+		 * Read in windows of seq so that each query stays an ordered index
+		 * scan over a bounded range, however far behind the consumer is.
+		 */
+		while (remaining > (int) nnew && new_upto < horizon)
 		{
 			Datum		args[8];
 			char		nulls[8];
+			int64		window_end = Min(horizon, new_upto + Max(SCAN_WINDOW, 4 * (int64) remaining));
+			int			want = remaining - (int) nnew;
+			uint64		j;
 
-			args[0] = Int64GetDatum(c.delivered_upto);
-			args[1] = Int64GetDatum(horizon);
+			args[0] = Int64GetDatum(new_upto);
+			args[1] = Int64GetDatum(window_end);
 			nulls[0] = nulls[1] = ' ';
 			scope_args(&c, args, nulls);
-			args[7] = Int32GetDatum(remaining);
+			args[7] = Int32GetDatum(want);
 			nulls[7] = ' ';
-			SPI_tuptable = NULL;
-			rc = SPI_execute_with_args("SELECT " EVENT_COLUMNS " FROM notify_ext.event_log "
+			rc = spi_run("SELECT " EVENT_COLUMNS " FROM notify_ext.event_log "
 									   "WHERE seq > $1 AND seq <= $2 AND " SCOPE_FILTER
 									   " ORDER BY seq LIMIT $8",
 									   8, scope_argtypes, args, nulls, false, 0);
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "reading events failed");
-			new_rows = SPI_tuptable;
-			nnew = SPI_processed;
-			if (nnew == (uint64) remaining)
+			new_desc = SPI_tuptable->tupdesc;
+			for (j = 0; j < SPI_processed; j++)
+				new_tuples[nnew++] = SPI_tuptable->vals[j];
+			if (SPI_processed == (uint64) want)
 			{
 				bool		isnull;
 
-				new_upto = DatumGetInt64(SPI_getbinval(new_rows->vals[nnew - 1], new_rows->tupdesc, 1, &isnull));
+				new_upto = DatumGetInt64(SPI_getbinval(new_tuples[nnew - 1], new_desc, 1, &isnull));
 			}
 			else
-				new_upto = horizon;
+				new_upto = window_end;
 		}
 
 		/* Emit redeliveries and new messages merged in seq order. */
 		total = ndeliveries + (int) nnew;
 		all = palloc(sizeof(Delivery) * Max(total, 1));
+		msg_cxt = AllocSetContextCreate(CurrentMemoryContext, "notify_ext message",
+										ALLOCSET_DEFAULT_SIZES);
+		/* one fresh random salt per delivery, drawn at once */
+		salts = palloc(SALT_BYTES * Max(total, 1));
+		randombytes_buf(salts, SALT_BYTES * Max(total, 1));
 		while (r < nredelivery_rows || nn < nnew)
 		{
 			HeapTuple	tup;
@@ -855,7 +918,6 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			int32		count;
 			Datum		values[6];
 			bool		nulls[6] = {false, false, false, false, false, false};
-			unsigned char salt_bin[SALT_BYTES];
 			unsigned char mac[crypto_auth_hmacsha256_BYTES];
 			char	   *reply;
 			char	   *salt;
@@ -865,7 +927,7 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			int64		rseq = r < nredelivery_rows ?
 				DatumGetInt64(SPI_getbinval(redelivery_rows->vals[r], redelivery_rows->tupdesc, 1, &isnull)) : PG_INT64_MAX;
 			int64		nseq = nn < nnew ?
-				DatumGetInt64(SPI_getbinval(new_rows->vals[nn], new_rows->tupdesc, 1, &isnull)) : PG_INT64_MAX;
+				DatumGetInt64(SPI_getbinval(new_tuples[nn], new_desc, 1, &isnull)) : PG_INT64_MAX;
 
 			if (rseq <= nseq)
 			{
@@ -878,18 +940,18 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			}
 			else
 			{
-				tup = new_rows->vals[nn];
-				desc = new_rows->tupdesc;
+				tup = new_tuples[nn];
+				desc = new_desc;
 				count = 1;
 				nn++;
 			}
+			old_cxt = MemoryContextSwitchTo(msg_cxt);
 			fields_from_tuple(tup, desc, &e);
 			all[nall].seq = e.seq;
 			all[nall].count = count;
 			nall++;
 
-			randombytes_buf(salt_bin, sizeof(salt_bin));
-			salt = base64(salt_bin, sizeof(salt_bin));
+			salt = base64(salts + (nall - 1) * SALT_BYTES, SALT_BYTES);
 			reply = psprintf("%d.%s." INT64_FORMAT, generation, idtext, e.seq);
 			msg = signed_text(reply, salt, &msglen);
 			crypto_auth_hmacsha256(mac, (unsigned char *) msg, msglen, key);
@@ -900,13 +962,12 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			values[3] = CStringGetTextDatum(salt);
 			values[4] = CStringGetTextDatum(base64(mac, sizeof(mac)));
 			values[5] = Int32GetDatum(count);
-			{
-				MemoryContext old = MemoryContextSwitchTo(fn_cxt);
-
-				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-				MemoryContextSwitchTo(old);
-			}
+			MemoryContextSwitchTo(fn_cxt);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			MemoryContextSwitchTo(old_cxt);
+			MemoryContextReset(msg_cxt);
 		}
+		MemoryContextDelete(msg_cxt);
 		sodium_memzero(key, sizeof(key));
 
 		if (nall > 0)
@@ -927,13 +988,13 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			args[3] = Int64GetDatum(redelivered);
 			args[4] = Int64GetDatum(terminated);
 			args[5] = Int64GetDatum(missed);
-			rc = SPI_execute_with_args(
+			rc = spi_run(
 									   "UPDATE notify_ext.consumers c SET delivered_upto = $2, "
 									   "last_delivered = CASE WHEN $3 > 0 THEN GREATEST(c.last_delivered, $3) ELSE c.last_delivered END, "
 									   "num_redelivered = c.num_redelivered + $4, "
 									   "num_terminated = c.num_terminated + $5, missed = c.missed + $6, "
-									   "ack_floor = COALESCE((SELECT min(s) - 1 FROM notify_ext.consumer_pending p, "
-									   "unnest(p.seqs) s WHERE p.consumer = $1), $2) "
+									   "ack_floor = COALESCE((SELECT min(p.lo) - 1 FROM notify_ext.consumer_pending p "
+									   "WHERE p.consumer = $1), $2) "
 									   "WHERE c.id = $1",
 									   6, types, args, NULL, false, 0);
 			if (rc != SPI_OK_UPDATE)
@@ -986,7 +1047,7 @@ valid_generations(List **gens)
 	Oid			argtype = TEXTOID;
 	Datum		arg = CStringGetTextDatum(reply_key_grace ? reply_key_grace : "0");
 
-	rc = SPI_execute_with_args("SELECT generation FROM notify_ext.reply_keys "
+	rc = spi_run("SELECT generation FROM notify_ext.reply_keys "
 							   "WHERE retired_at IS NULL OR retired_at + $1::interval > now()",
 							   1, &argtype, &arg, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
@@ -1000,6 +1061,25 @@ valid_generations(List **gens)
 	}
 }
 
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static int
+ack_item_cmp(const void *a, const void *b)
+{
+	const AckItem *x = a;
+	const AckItem *y = b;
+	int			c = strcmp(x->consumer, y->consumer);
+
+	return c != 0 ? c : int64_cmp(&x->seq, &y->seq);
+}
+
 PG_FUNCTION_INFO_V1(notify_ext_acknowledge_message_batch);
 Datum
 notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
@@ -1009,6 +1089,8 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
 	int			i;
 	AckItem    *items;
 	List	   *gens = NIL;
+	unsigned char key[crypto_auth_hmacsha256_KEYBYTES];
+	int			key_generation = -1;
 	int64		acked = 0;
 
 	if (PG_ARGISNULL(0))
@@ -1038,7 +1120,6 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
 		char	   *hmac_b64;
 		unsigned char mac[crypto_auth_hmacsha256_BYTES];
 		size_t		maclen;
-		unsigned char key[crypto_auth_hmacsha256_KEYBYTES];
 		int			generation;
 		char		consumer[64];
 		long long	seq;
@@ -1063,65 +1144,103 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
 		if (sodium_base642bin(mac, sizeof(mac), hmac_b64, strlen(hmac_b64), NULL, &maclen, NULL,
 							  sodium_base64_VARIANT_ORIGINAL) != 0 || maclen != sizeof(mac))
 			bad_reply(i, "the hmac is not a base64 HMAC-SHA256");
-		reply_key(generation, key);
+		if (generation != key_generation)
+		{
+			reply_key(generation, key);
+			key_generation = generation;
+		}
 		msg = signed_text(reply, salt, &msglen);
 		if (crypto_auth_hmacsha256_verify(mac, (unsigned char *) msg, msglen, key) != 0)
 		{
 			sodium_memzero(key, sizeof(key));
 			bad_reply(i, "the hmac does not match");
 		}
-		sodium_memzero(key, sizeof(key));
 		strlcpy(items[i].consumer, consumer, sizeof(items[i].consumer));
 		items[i].seq = seq;
 	}
 
 	/* Remove acknowledged messages from the pending rows, consumer by consumer. */
-	for (i = 0; i < n; i++)
+	qsort(items, n, sizeof(AckItem), ack_item_cmp);
+	for (i = 0; i < n;)
 	{
-		Datum	   *seqs;
+		int			first = i;
+		int64	   *seqs = palloc(sizeof(int64) * n);
 		int			m = 0;
-		int			j;
-		Oid			types[2] = {UUIDOID, INT8ARRAYOID};
-		Datum		args[2];
+		Oid			types[3] = {UUIDOID, INT8OID, INT8OID};
+		Datum		args[3];
 		int			rc;
-		bool		isnull;
+		uint64		r;
+		SPITupleTable *rows;
+		uint64		nrows;
 
-		if (items[i].consumer[0] == '\0')
-			continue;			/* done with an earlier one */
-		seqs = palloc(sizeof(Datum) * n);
-		for (j = i; j < n; j++)
-		{
-			if (strcmp(items[j].consumer, items[i].consumer) != 0)
-				continue;
-			seqs[m++] = Int64GetDatum(items[j].seq);
-			if (j > i)
-				items[j].consumer[0] = '\0';
-		}
-		args[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(items[i].consumer));
-		args[1] = PointerGetDatum(construct_array(seqs, m, INT8OID, 8, FLOAT8PASSBYVAL,
-												  TYPALIGN_DOUBLE));
-		items[i].consumer[0] = '\0';
+		for (; i < n && strcmp(items[i].consumer, items[first].consumer) == 0; i++)
+			if (m == 0 || seqs[m - 1] != items[i].seq)
+				seqs[m++] = items[i].seq;	/* sorted, without repeats */
 
-		/* Lock the rows holding them and count what is still outstanding. */
-		rc = SPI_execute_with_args("SELECT count(*) FROM (SELECT seqs FROM notify_ext.consumer_pending "
-								   "WHERE consumer = $1 AND seqs && $2 FOR UPDATE) p, unnest(p.seqs) s "
-								   "WHERE s = ANY ($2)",
-								   2, types, args, NULL, false, 0);
+		args[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(items[first].consumer));
+		args[1] = Int64GetDatum(seqs[0]);
+		args[2] = Int64GetDatum(seqs[m - 1]);
+		rc = spi_run("SELECT batch, seqs FROM notify_ext.consumer_pending "
+								   "WHERE consumer = $1 AND hi >= $2 AND lo <= $3 FOR UPDATE",
+								   3, types, args, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "acknowledging failed");
-		acked += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		rc = SPI_execute_with_args("UPDATE notify_ext.consumer_pending p "
-								   "SET seqs = ARRAY(SELECT s FROM unnest(p.seqs) s WHERE s <> ALL ($2) ORDER BY s) "
-								   "WHERE consumer = $1 AND seqs && $2",
-								   2, types, args, NULL, false, 0);
-		if (rc != SPI_OK_UPDATE)
-			elog(ERROR, "acknowledging failed");
-		rc = SPI_execute_with_args("DELETE FROM notify_ext.consumer_pending "
-								   "WHERE consumer = $1 AND cardinality(seqs) = 0",
-								   1, types, args, NULL, false, 0);
-		if (rc != SPI_OK_DELETE)
-			elog(ERROR, "acknowledging failed");
+		rows = SPI_tuptable;
+		nrows = SPI_processed;
+		for (r = 0; r < nrows; r++)
+		{
+			bool		isnull;
+			Datum		batch = SPI_getbinval(rows->vals[r], rows->tupdesc, 1, &isnull);
+			ArrayType  *arr = DatumGetArrayTypeP(SPI_getbinval(rows->vals[r], rows->tupdesc, 2, &isnull));
+			Datum	   *elems;
+			int			nelems;
+			int			kept = 0;
+			int			k;
+
+			deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, NULL, &nelems);
+			for (k = 0; k < nelems; k++)
+			{
+				int64		seq = DatumGetInt64(elems[k]);
+
+				if (bsearch(&seq, seqs, m, sizeof(int64), int64_cmp) == NULL)
+					elems[kept++] = elems[k];
+			}
+			if (kept == nelems)
+				continue;
+			acked += nelems - kept;
+			if (kept == 0)
+			{
+				Oid			dtypes[2] = {UUIDOID, INT8OID};
+				Datum		dargs[2] = {args[0], batch};
+
+				rc = spi_run("DELETE FROM notify_ext.consumer_pending "
+										   "WHERE consumer = $1 AND batch = $2",
+										   2, dtypes, dargs, NULL, false, 0);
+				if (rc != SPI_OK_DELETE)
+					elog(ERROR, "acknowledging failed");
+			}
+			else
+			{
+				Oid			utypes[5] = {UUIDOID, INT8OID, INT8ARRAYOID, INT8OID, INT8OID};
+				Datum		uargs[5];
+
+				uargs[0] = args[0];
+				uargs[1] = batch;
+				uargs[2] = PointerGetDatum(construct_array(elems, kept, INT8OID, 8, FLOAT8PASSBYVAL,
+														   TYPALIGN_DOUBLE));
+				uargs[3] = elems[0];
+				uargs[4] = elems[kept - 1];
+				rc = spi_run("UPDATE notify_ext.consumer_pending "
+										   "SET seqs = $3, lo = $4, hi = $5 "
+										   "WHERE consumer = $1 AND batch = $2",
+										   5, utypes, uargs, NULL, false, 0);
+				if (rc != SPI_OK_UPDATE)
+					elog(ERROR, "acknowledging failed");
+			}
+		}
+		pfree(seqs);
 	}
+	sodium_memzero(key, sizeof(key));
 	SPI_finish();
 	PG_RETURN_INT32((int32) acked);
 }

@@ -39,11 +39,15 @@ CREATE TABLE notify_ext.consumer_pending (
     consumer       uuid NOT NULL REFERENCES notify_ext.consumers ON DELETE CASCADE,
     batch          bigint GENERATED ALWAYS AS IDENTITY,
     delivery_count integer NOT NULL,
-    seqs           bigint[] NOT NULL,
+    seqs           bigint[] NOT NULL,     -- sorted
+    lo             bigint NOT NULL,       -- seqs[1]
+    hi             bigint NOT NULL,       -- seqs[cardinality(seqs)]
     delivered_at   timestamptz NOT NULL,
     due_at         timestamptz NOT NULL,
     PRIMARY KEY (consumer, batch)
 );
+-- a fetch's seqs are read and rewritten whole; compressing them costs more than it saves
+ALTER TABLE notify_ext.consumer_pending ALTER COLUMN seqs SET STORAGE EXTERNAL;
 REVOKE ALL ON notify_ext.consumer_pending FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumer_pending', '');
 
@@ -291,10 +295,9 @@ BEGIN
      WHERE e.seq > c.delivered_upto AND e.seq <= v_horizon AND notify_ext._in_scope(c, e);
     SELECT COALESCE(sum(cardinality(p.seqs)), 0),
            COALESCE(sum(cardinality(p.seqs)) FILTER (WHERE p.delivery_count > 1), 0),
-           min(s.m)
+           min(p.lo)
       INTO v_ack_pending, v_redelivered, v_min_pending
       FROM notify_ext.consumer_pending p
-      CROSS JOIN LATERAL (SELECT min(x) AS m FROM unnest(p.seqs) x) s
      WHERE p.consumer = c.id;
     RETURN jsonb_build_object(
         'consumer', c.id,
