@@ -41,6 +41,7 @@
 #include "utils/syscache.h"
 
 #include "notify_ext.h"
+#include "principal.h"
 
 #if PG_VERSION_NUM >= 170000
 #define MY_LXID (MyProc->vxid.lxid)
@@ -1150,6 +1151,36 @@ notify_ext_capture(PG_FUNCTION_ARGS)
  * publish()
  * --------------------------------------------------------------------- */
 
+/* Publishing about a resource takes APPEND on it (or a service caller). */
+static void
+require_append(text *id)
+{
+	const char *principal;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+	bool		isnull;
+	bool		allowed;
+
+	if (notify_is_service_caller())
+		return;
+	principal = notify_current_principal();
+	args[0] = CStringGetTextDatum(principal);
+	args[1] = PointerGetDatum(id);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT notify_ext.has_permission($1, $2, 'APPEND')",
+							  2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "permission check failed");
+	allowed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	if (!allowed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("publishing an event about resource \"%s\" needs APPEND on it: principal \"%s\" does not have it",
+						text_to_cstring(id), principal),
+				 errhint("Ask an ADMIN of the resource (notify_ext.request_access()) or use a service role.")));
+}
+
 PG_FUNCTION_INFO_V1(notify_ext_publish);
 Datum
 notify_ext_publish(PG_FUNCTION_ARGS)
@@ -1207,6 +1238,7 @@ notify_ext_publish(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("resource \"%s\" does not exist", text_to_cstring(id)),
 					 errhint("Register it with notify_ext.register_resource() or track its table with notify_ext.track().")));
+		require_append(id);
 		values[EV_RESOURCE_ID] = PointerGetDatum(id);
 		nulls[EV_RESOURCE_ID] = false;
 		if (variant != NULL)

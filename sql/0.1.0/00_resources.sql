@@ -175,6 +175,7 @@ AS $$
 DECLARE
     v_parent_path text[];
     v_old_parent text;
+    v_created boolean;
 BEGIN
     IF id IS NULL OR id = '' THEN
         RAISE EXCEPTION 'resource id must not be empty'
@@ -225,6 +226,13 @@ BEGIN
             notify_ext.current_principal())
     ON CONFLICT ON CONSTRAINT resources_pkey DO UPDATE
        SET variant = excluded.variant, parent_id = excluded.parent_id
-     WHERE (r.variant, r.parent_id) IS DISTINCT FROM (excluded.variant, excluded.parent_id);
+     WHERE (r.variant, r.parent_id) IS DISTINCT FROM (excluded.variant, excluded.parent_id)
+    RETURNING (xmax = 0) INTO v_created;
+    -- Whoever creates a resource may administer it (service roles need no grant).
+    IF v_created AND NOT notify_ext._is_service_caller() THEN
+        INSERT INTO notify_ext.permissions (principal, resource_id, level, granted_by)
+        VALUES (notify_ext.current_principal(), register_resource.id, 4, notify_ext.current_principal())
+        ON CONFLICT (principal, resource_id) DO UPDATE SET level = 4;
+    END IF;
 END
 $$;

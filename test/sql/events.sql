@@ -41,8 +41,6 @@ SELECT pg_temp.try($$SELECT notify_ext.register_resource('mine', 'dataset', 'tea
 SELECT notify_ext.register_resource('my-root', 'project');
 RESET ROLE;
 SELECT id, parent_id, created_by FROM notify_ext.resources WHERE id IN ('team', 'mine', 'my-root') ORDER BY id;
-DELETE FROM notify_ext.resources WHERE id = 'my-root';
-DROP ROLE regress_events_plain;
 
 -- A tree of tracked tables
 CREATE TABLE projects (id text PRIMARY KEY, name text);
@@ -224,6 +222,22 @@ BEGIN;
 INSERT INTO projects VALUES ('p7', 'prepared');
 PREPARE TRANSACTION 'with_events';
 SELECT count(*) AS prepared FROM pg_prepared_xacts WHERE gid = 'with_events';
+
+-- Publishing about a resource takes APPEND on it; its creator has ADMIN.
+SET ROLE regress_events_plain;
+SELECT pg_temp.try($$SELECT notify_ext.publish('jobs', 'JOB_DONE', '{}', 'team')$$);
+SELECT notify_ext.publish('jobs', 'JOB_DONE', '{}', 'my-root') AS position;
+SELECT notify_ext.publish('jobs', 'JOB_DONE', '{"no": "resource"}') AS position;
+RESET ROLE;
+SELECT notify_ext.grant_permission('regress_events_plain', 'team', 'APPEND');
+SET ROLE regress_events_plain;
+SELECT notify_ext.publish('jobs', 'JOB_DONE', '{}', 'team') AS position;
+RESET ROLE;
+SELECT resource_id, payload FROM ev WHERE operation = 'JOB_DONE' ORDER BY n;
+DELETE FROM notify_ext.notifications WHERE recipient = 'regress_events_plain';
+DELETE FROM notify_ext.permissions WHERE principal = 'regress_events_plain';
+DELETE FROM notify_ext.resources WHERE id = 'my-root';
+DROP ROLE regress_events_plain;
 
 DROP VIEW ev;
 DROP TABLE objects, datasets, collections, projects, no_id, loose;
