@@ -14,6 +14,7 @@
 
 #include "notify_ext.h"
 #include "principal.h"
+#include "webhook.h"
 
 PG_MODULE_MAGIC;
 
@@ -58,6 +59,7 @@ _PG_init(void)
 
 	principal_init();
 	consumer_init();
+	webhook_init();
 
 	MarkGUCPrefixReserved("notify_ext");
 
