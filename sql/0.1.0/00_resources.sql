@@ -144,7 +144,8 @@ REVOKE ALL ON FUNCTION notify_ext._find_resource(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION notify_ext._resource_path(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION notify_ext._resource_info(text) FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.resource_path(id text) RETURNS text[]
+-- Internal: the path of a resource, or 42704.
+CREATE FUNCTION notify_ext._require_resource(resource_id text) RETURNS text[]
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -152,18 +153,27 @@ AS $$
 DECLARE
     v_path text[];
 BEGIN
-    IF id IS NULL OR id = '' THEN
+    IF resource_id IS NULL OR resource_id = '' THEN
         RAISE EXCEPTION 'resource id must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    v_path := notify_ext._resource_path(id);
+    v_path := notify_ext._resource_path(resource_id);
     IF v_path IS NULL THEN
-        RAISE EXCEPTION 'resource "%" does not exist', id
+        RAISE EXCEPTION 'resource "%" does not exist', resource_id
             USING ERRCODE = 'undefined_object',
                   HINT = 'Register it with notify_ext.register_resource() or track its table with notify_ext.track().';
     END IF;
     RETURN v_path;
 END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._require_resource(text) FROM PUBLIC;
+
+CREATE FUNCTION notify_ext.resource_path(id text) RETURNS text[]
+    LANGUAGE sql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT notify_ext._require_resource(id)
 $$;
 
 CREATE FUNCTION notify_ext.register_resource(id text, variant text, parent_id text DEFAULT NULL)

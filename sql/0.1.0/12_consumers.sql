@@ -74,9 +74,8 @@ CREATE FUNCTION notify_ext._consumers_changed() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_consumers_changed';
 REVOKE ALL ON FUNCTION notify_ext._consumers_changed() FROM PUBLIC;
 
--- Internal: the consumer, if the caller may use it; 42704 / 42501 otherwise.
-CREATE FUNCTION notify_ext._consumer_for_caller(p_consumer uuid, p_what text)
-    RETURNS notify_ext.consumers
+-- Internal: the consumer; 22023 for NULL, 42704 when it does not exist.
+CREATE FUNCTION notify_ext._consumer(p_consumer uuid) RETURNS notify_ext.consumers
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -92,6 +91,21 @@ BEGIN
         RAISE EXCEPTION 'stream consumer % does not exist', p_consumer
             USING ERRCODE = 'undefined_object';
     END IF;
+    RETURN c;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._consumer(uuid) FROM PUBLIC;
+
+-- Internal: the consumer, if the caller may use it; 42704 / 42501 otherwise.
+CREATE FUNCTION notify_ext._consumer_for_caller(p_consumer uuid, p_what text)
+    RETURNS notify_ext.consumers
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c notify_ext.consumers;
+BEGIN
+    c := notify_ext._consumer(p_consumer);
     IF c.owner <> notify_ext.current_principal() AND NOT notify_ext._is_service_caller() THEN
         RAISE EXCEPTION '% of stream consumer % is for its owner: principal "%" is not "%"',
                         p_what, p_consumer, notify_ext.current_principal(), c.owner
@@ -243,15 +257,7 @@ DECLARE
     c notify_ext.consumers;
     v_principal text := notify_ext.current_principal();
 BEGIN
-    IF consumer IS NULL THEN
-        RAISE EXCEPTION 'consumer must not be NULL'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO c FROM notify_ext.consumers WHERE id = consumer;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'stream consumer % does not exist', consumer
-            USING ERRCODE = 'undefined_object';
-    END IF;
+    c := notify_ext._consumer(consumer);
     IF c.owner <> v_principal AND NOT notify_ext._is_service_caller()
        AND NOT (c.resource_id IS NOT NULL
                 AND notify_ext.has_permission(v_principal, c.resource_id, 'WRITE')) THEN

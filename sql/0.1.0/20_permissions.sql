@@ -59,29 +59,6 @@ AS $$
     SELECT (ARRAY['NONE', 'READ', 'APPEND', 'WRITE', 'ADMIN'])[level + 1]
 $$;
 
--- Internal: the path of a resource, or 42704.
-CREATE FUNCTION notify_ext._require_resource(resource_id text) RETURNS text[]
-    LANGUAGE plpgsql STABLE
-    SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_path text[];
-BEGIN
-    IF resource_id IS NULL OR resource_id = '' THEN
-        RAISE EXCEPTION 'resource id must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    v_path := notify_ext._resource_path(resource_id);
-    IF v_path IS NULL THEN
-        RAISE EXCEPTION 'resource "%" does not exist', resource_id
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Register it with notify_ext.register_resource() or track its table with notify_ext.track().';
-    END IF;
-    RETURN v_path;
-END
-$$;
-REVOKE ALL ON FUNCTION notify_ext._require_resource(text) FROM PUBLIC;
 
 -- Internal: the built-in level of a principal on a resource path (0 when
 -- nothing is granted).

@@ -4,16 +4,6 @@
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
 
-CREATE FUNCTION pg_temp.try(statement text) RETURNS text
-    LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE statement;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<consumer>', 'g');
-END
-$$;
-
 -- Replies of a fetch, as acknowledge_message_batch() takes them.
 CREATE FUNCTION pg_temp.replies(t regclass) RETURNS jsonb
     LANGUAGE plpgsql AS $$
@@ -57,16 +47,16 @@ SELECT (notify_ext.consumer_info(:'c')->>'num_ack_pending')::int AS ack_pending,
 INSERT INTO citems VALUES ('i4', 'cp1', 4), ('i5', 'cp1', 5);
 CREATE TEMP TABLE f2 AS SELECT * FROM notify_ext.get_event_message_batch(:'c', 10);
 SELECT count(*) AS fetched FROM f2;
-SELECT pg_temp.try(format('SELECT notify_ext.acknowledge_message_batch(%L)',
+SELECT regress_try(format('SELECT notify_ext.acknowledge_message_batch(%L)',
     pg_temp.replies('f2') || jsonb_build_array(jsonb_build_object('reply', (SELECT reply FROM f2 ORDER BY seq LIMIT 1),
         'salt', (SELECT salt FROM f2 ORDER BY seq DESC LIMIT 1), 'hmac', (SELECT hmac FROM f2 ORDER BY seq LIMIT 1)))));
-SELECT pg_temp.try(format('SELECT notify_ext.acknowledge_message_batch(%L)',
+SELECT regress_try(format('SELECT notify_ext.acknowledge_message_batch(%L)',
     jsonb_build_array(jsonb_build_object('reply', regexp_replace((SELECT reply FROM f2 ORDER BY seq LIMIT 1), '\d+$', '999999'),
         'salt', (SELECT salt FROM f2 ORDER BY seq LIMIT 1), 'hmac', (SELECT hmac FROM f2 ORDER BY seq LIMIT 1)))));
-SELECT pg_temp.try($$SELECT notify_ext.acknowledge_message_batch('[{"reply": "1.00000000-0000-0000-0000-000000000000.1", "salt": "c2FsdA==", "hmac": "AAAA"}]')$$);
-SELECT pg_temp.try($$SELECT notify_ext.acknowledge_message_batch('{"reply": "x"}')$$);
-SELECT pg_temp.try($$SELECT notify_ext.acknowledge_message_batch('[{"reply": "x", "salt": "y"}]')$$);
-SELECT pg_temp.try($$SELECT notify_ext.acknowledge_message_batch('[42]')$$);
+SELECT regress_try($$SELECT notify_ext.acknowledge_message_batch('[{"reply": "1.00000000-0000-0000-0000-000000000000.1", "salt": "c2FsdA==", "hmac": "AAAA"}]')$$);
+SELECT regress_try($$SELECT notify_ext.acknowledge_message_batch('{"reply": "x"}')$$);
+SELECT regress_try($$SELECT notify_ext.acknowledge_message_batch('[{"reply": "x", "salt": "y"}]')$$);
+SELECT regress_try($$SELECT notify_ext.acknowledge_message_batch('[42]')$$);
 SELECT notify_ext.acknowledge_message_batch('[]');
 SELECT (notify_ext.consumer_info(:'c')->>'num_ack_pending')::int AS still_pending;
 
@@ -109,46 +99,46 @@ SELECT bool_and(b.message = e.message) AS same_as_view
 SELECT notify_ext.get_event_message_stream(:'c') = 'notify_ext_consumer_' || replace(:'c', '-', '') AS channel;
 
 -- Refusals
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', deliver => 'sometimes')$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', from_date => now())$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', deliver => 'from_date')$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', deliver => 'from_sequence')$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', deliver => 'from_sequence', from_sequence => 0)$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', from_sequence => 5)$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', ack_wait => '0')$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', max_deliver => 0)$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', streams => '{}')$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', operations => ARRAY[''])$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('nowhere')$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp1', 'dataset')$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer(resource_variant => 'project')$$);
-SELECT pg_temp.try($$SELECT * FROM notify_ext.get_event_message_batch('00000000-0000-0000-0000-000000000000')$$);
-SELECT pg_temp.try(format('SELECT * FROM notify_ext.get_event_message_batch(%L, 0)', :'c'));
-SELECT pg_temp.try(format('SELECT * FROM notify_ext.get_event_message_batch(%L, 10001)', :'c'));
-SELECT pg_temp.try(format('SELECT * FROM notify_ext.get_event_message_batch(%L, 1, %L)', :'c', '-1 second'));
-SELECT pg_temp.try($$SELECT notify_ext.consumer_info('00000000-0000-0000-0000-000000000000')$$);
-SELECT pg_temp.try($$SELECT notify_ext.delete_stream_consumer('00000000-0000-0000-0000-000000000000')$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', deliver => 'sometimes')$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', from_date => now())$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', deliver => 'from_date')$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', deliver => 'from_sequence')$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', deliver => 'from_sequence', from_sequence => 0)$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', from_sequence => 5)$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', ack_wait => '0')$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', max_deliver => 0)$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', streams => '{}')$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', operations => ARRAY[''])$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('nowhere')$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', 'dataset')$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer(resource_variant => 'project')$$);
+SELECT regress_try($$SELECT * FROM notify_ext.get_event_message_batch('00000000-0000-0000-0000-000000000000')$$);
+SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L, 0)', :'c'));
+SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L, 10001)', :'c'));
+SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L, 1, %L)', :'c', '-1 second'));
+SELECT regress_try($$SELECT notify_ext.consumer_info('00000000-0000-0000-0000-000000000000')$$);
+SELECT regress_try($$SELECT notify_ext.delete_stream_consumer('00000000-0000-0000-0000-000000000000')$$);
 BEGIN ISOLATION LEVEL REPEATABLE READ;
-SELECT pg_temp.try(format('SELECT * FROM notify_ext.get_event_message_batch(%L)', :'c'));
+SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L)', :'c'));
 COMMIT;
 
 -- Permissions: READ to create and to fetch; a revoked grant stops delivery.
 CREATE ROLE regress_reader;
 SELECT notify_ext.grant_permission('regress_reader', 'cp1', 'READ');
 SET ROLE regress_reader;
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer('cp2')$$);
-SELECT pg_temp.try($$SELECT notify_ext.create_stream_consumer()$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp2')$$);
+SELECT regress_try($$SELECT notify_ext.create_stream_consumer()$$);
 SELECT notify_ext.create_stream_consumer('cp1', deliver => 'from_sequence', from_sequence => :base + 1) AS mine \gset
 SELECT count(*) > 0 AS reader_fetches FROM notify_ext.get_event_message_batch(:'mine', 100);
-SELECT pg_temp.try(format('SELECT * FROM notify_ext.get_event_message_batch(%L)', :'c'));
-SELECT pg_temp.try(format('SELECT notify_ext.consumer_info(%L)', :'c'));
-SELECT pg_temp.try(format('SELECT notify_ext.delete_stream_consumer(%L)', :'c'));
-SELECT pg_temp.try('SELECT * FROM notify_ext.consumers');
-SELECT pg_temp.try('SELECT * FROM notify_ext.consumer_pending');
+SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L)', :'c'));
+SELECT regress_try(format('SELECT notify_ext.consumer_info(%L)', :'c'));
+SELECT regress_try(format('SELECT notify_ext.delete_stream_consumer(%L)', :'c'));
+SELECT regress_try('SELECT * FROM notify_ext.consumers');
+SELECT regress_try('SELECT * FROM notify_ext.consumer_pending');
 RESET ROLE;
 SELECT notify_ext.revoke_permission('regress_reader', 'cp1');
 SET ROLE regress_reader;
-SELECT pg_temp.try(format('SELECT * FROM notify_ext.get_event_message_batch(%L)', :'mine'));
+SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L)', :'mine'));
 SELECT notify_ext.delete_stream_consumer(:'mine');
 RESET ROLE;
 DELETE FROM notify_ext.notifications WHERE recipient = 'regress_reader';
@@ -163,15 +153,15 @@ INSERT INTO citems VALUES ('i7', 'cp1', 7);
 CREATE TEMP TABLE f5 AS SELECT * FROM notify_ext.get_event_message_batch(:'c', 10);
 SELECT notify_ext.rotate_reply_key();
 SET notify_ext.reply_key_grace = '0';
-SELECT pg_temp.try(format('SELECT notify_ext.acknowledge_message_batch(%L)', pg_temp.replies('f5')));
+SELECT regress_try(format('SELECT notify_ext.acknowledge_message_batch(%L)', pg_temp.replies('f5')));
 RESET notify_ext.reply_key_grace;
 SELECT notify_ext.acknowledge_message_batch(pg_temp.replies('f5')) AS acked_after_reset;
-SELECT pg_temp.try('SET notify_ext.reply_key_grace = ''-1 hour''');
-SELECT pg_temp.try('SET notify_ext.reply_key_grace = ''soon''');
+SELECT regress_try('SET notify_ext.reply_key_grace = ''-1 hour''');
+SELECT regress_try('SET notify_ext.reply_key_grace = ''soon''');
 
 -- Deleting
 SELECT notify_ext.delete_stream_consumer(:'c');
-SELECT pg_temp.try(format('SELECT notify_ext.consumer_info(%L)', :'c'));
+SELECT regress_try(format('SELECT notify_ext.consumer_info(%L)', :'c'));
 SELECT count(*) AS pending_rows_left FROM notify_ext.consumer_pending WHERE consumer = :'c';
 
 DELETE FROM notify_ext.consumers;

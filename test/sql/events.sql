@@ -3,16 +3,6 @@
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
 
-CREATE FUNCTION pg_temp.try(statement text) RETURNS text
-    LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE statement;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
-
 -- Events recorded from here on, numbered from 1 for stable output.
 SELECT notify_ext.committed_seq() AS base \gset
 CREATE VIEW ev AS
@@ -24,20 +14,20 @@ SELECT seq - :base AS n, stream, operation, resource_id, resource_variant, resou
 SELECT notify_ext.register_resource('org', 'project');
 SELECT notify_ext.register_resource('team', 'collection', 'org');
 SELECT notify_ext.resource_path('team');
-SELECT pg_temp.try($$SELECT notify_ext.register_resource('', 'project')$$);
-SELECT pg_temp.try($$SELECT notify_ext.register_resource('x', '')$$);
-SELECT pg_temp.try($$SELECT notify_ext.register_resource('x', 'dataset', 'nowhere')$$);
-SELECT pg_temp.try($$SELECT notify_ext.register_resource('x', 'dataset', '')$$);
-SELECT pg_temp.try($$SELECT notify_ext.register_resource('org', 'project', 'team')$$);
-SELECT pg_temp.try($$SELECT notify_ext.resource_path('nowhere')$$);
+SELECT regress_try($$SELECT notify_ext.register_resource('', 'project')$$);
+SELECT regress_try($$SELECT notify_ext.register_resource('x', '')$$);
+SELECT regress_try($$SELECT notify_ext.register_resource('x', 'dataset', 'nowhere')$$);
+SELECT regress_try($$SELECT notify_ext.register_resource('x', 'dataset', '')$$);
+SELECT regress_try($$SELECT notify_ext.register_resource('org', 'project', 'team')$$);
+SELECT regress_try($$SELECT notify_ext.resource_path('nowhere')$$);
 SELECT count(*) AS registered FROM notify_ext.resources WHERE id IN ('x', 'org', 'team');
 
 -- Without rights on them, a plain role cannot move or hang things under
 -- others' resources; a new root is anyone's to create.
 CREATE ROLE regress_events_plain;
 SET ROLE regress_events_plain;
-SELECT pg_temp.try($$SELECT notify_ext.register_resource('team', 'collection', NULL)$$);
-SELECT pg_temp.try($$SELECT notify_ext.register_resource('mine', 'dataset', 'team')$$);
+SELECT regress_try($$SELECT notify_ext.register_resource('team', 'collection', NULL)$$);
+SELECT regress_try($$SELECT notify_ext.register_resource('mine', 'dataset', 'team')$$);
 SELECT notify_ext.register_resource('my-root', 'project');
 RESET ROLE;
 SELECT id, parent_id, created_by FROM notify_ext.resources WHERE id IN ('team', 'mine', 'my-root') ORDER BY id;
@@ -77,18 +67,18 @@ SELECT n, operation, resource_path FROM ev WHERE resource_variant = 'object' ORD
 -- Deleting leaves events with their path.
 DELETE FROM objects WHERE object_id = 1;
 SELECT n, operation, resource_path, payload FROM ev WHERE resource_id = '1' ORDER BY n;
-SELECT pg_temp.try($$SELECT notify_ext.resource_path('1')$$);
+SELECT regress_try($$SELECT notify_ext.resource_path('1')$$);
 
 -- Bad rows are refused and record nothing.
-SELECT pg_temp.try($$INSERT INTO datasets VALUES ('d9', 'no-such-collection', 'x', 1)$$);
+SELECT regress_try($$INSERT INTO datasets VALUES ('d9', 'no-such-collection', 'x', 1)$$);
 CREATE TABLE loose (id text, v int);
 SELECT notify_ext.track('loose', 'loose');
-SELECT pg_temp.try($$INSERT INTO loose VALUES (NULL, 1)$$);
+SELECT regress_try($$INSERT INTO loose VALUES (NULL, 1)$$);
 INSERT INTO loose VALUES ('l1', 1);
-SELECT pg_temp.try($$UPDATE loose SET id = NULL$$);
+SELECT regress_try($$UPDATE loose SET id = NULL$$);
 SELECT count(*) AS loose_events FROM ev WHERE stream = 'public.loose';
-SELECT pg_temp.try($$INSERT INTO datasets VALUES ('d8', 'd8', 'x', 1)$$);
-SELECT pg_temp.try($$UPDATE objects SET dataset = 'gone' WHERE object_id = 2$$);
+SELECT regress_try($$INSERT INTO datasets VALUES ('d8', 'd8', 'x', 1)$$);
+SELECT regress_try($$UPDATE objects SET dataset = 'gone' WHERE object_id = 2$$);
 SELECT count(*) AS datasets FROM datasets;
 
 -- A registered resource can be a tracked row's parent.
@@ -120,10 +110,10 @@ SELECT n - min(n) OVER () AS k, stream, operation, resource_id, resource_path, p
   FROM ev WHERE payload->>'job' = '10' OR resource_id = '10' ORDER BY n;
 
 -- publish refusals
-SELECT pg_temp.try($$SELECT notify_ext.publish('', 'x')$$);
-SELECT pg_temp.try($$SELECT notify_ext.publish('jobs', '')$$);
-SELECT pg_temp.try($$SELECT notify_ext.publish('jobs', NULL)$$);
-SELECT pg_temp.try($$SELECT notify_ext.publish('jobs', 'x', '{}', 'nowhere')$$);
+SELECT regress_try($$SELECT notify_ext.publish('', 'x')$$);
+SELECT regress_try($$SELECT notify_ext.publish('jobs', '')$$);
+SELECT regress_try($$SELECT notify_ext.publish('jobs', NULL)$$);
+SELECT regress_try($$SELECT notify_ext.publish('jobs', 'x', '{}', 'nowhere')$$);
 SELECT notify_ext.publish('jobs', 'NO_PAYLOAD', NULL);
 SELECT payload FROM ev WHERE operation = 'NO_PAYLOAD';
 
@@ -190,23 +180,23 @@ SELECT count(*) AS negative_seqs FROM notify_ext.event_log WHERE seq < 0;
 -- track refusals leave nothing installed.
 CREATE VIEW a_view AS SELECT 1 AS id;
 CREATE TABLE no_id (key text);
-SELECT pg_temp.try($$SELECT notify_ext.track('a_view', 'v')$$);
-SELECT pg_temp.try($$SELECT notify_ext.track('pg_class', 'catalog', 'oid')$$);
-SELECT pg_temp.try($$SELECT notify_ext.track('notify_ext.resources', 'resource')$$);
-SELECT pg_temp.try($$SELECT notify_ext.track('no_id', 'thing')$$);
-SELECT pg_temp.try($$SELECT notify_ext.track('no_id', '', 'key')$$);
-SELECT pg_temp.try($$SELECT notify_ext.track('no_id', 'thing', 'key', 'parent')$$);
-SELECT pg_temp.try($$SELECT notify_ext.track('no_id', 'thing', 'key', 'key')$$);
-SELECT pg_temp.try($$SELECT notify_ext.track('no_id', 'thing', 'key', NULL, '')$$);
-SELECT pg_temp.try($$SELECT notify_ext.track('no_such_table', 'thing')$$);
+SELECT regress_try($$SELECT notify_ext.track('a_view', 'v')$$);
+SELECT regress_try($$SELECT notify_ext.track('pg_class', 'catalog', 'oid')$$);
+SELECT regress_try($$SELECT notify_ext.track('notify_ext.resources', 'resource')$$);
+SELECT regress_try($$SELECT notify_ext.track('no_id', 'thing')$$);
+SELECT regress_try($$SELECT notify_ext.track('no_id', '', 'key')$$);
+SELECT regress_try($$SELECT notify_ext.track('no_id', 'thing', 'key', 'parent')$$);
+SELECT regress_try($$SELECT notify_ext.track('no_id', 'thing', 'key', 'key')$$);
+SELECT regress_try($$SELECT notify_ext.track('no_id', 'thing', 'key', NULL, '')$$);
+SELECT regress_try($$SELECT notify_ext.track('no_such_table', 'thing')$$);
 SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid IN ('a_view'::regclass, 'no_id'::regclass);
 
 -- untrack
 SELECT notify_ext.untrack('objects');
 INSERT INTO objects VALUES (30, 'd1', 1);
 SELECT count(*) AS untracked_events FROM ev WHERE resource_id = '30';
-SELECT pg_temp.try($$SELECT notify_ext.untrack('objects')$$);
-SELECT pg_temp.try($$SELECT notify_ext.resource_path('20')$$);
+SELECT regress_try($$SELECT notify_ext.untrack('objects')$$);
+SELECT regress_try($$SELECT notify_ext.resource_path('20')$$);
 
 -- Tracking again replaces the configuration.
 SELECT notify_ext.track('datasets', 'table', parent_column => 'collection_id');
@@ -225,7 +215,7 @@ SELECT count(*) AS prepared FROM pg_prepared_xacts WHERE gid = 'with_events';
 
 -- Publishing about a resource takes APPEND on it; its creator has ADMIN.
 SET ROLE regress_events_plain;
-SELECT pg_temp.try($$SELECT notify_ext.publish('jobs', 'JOB_DONE', '{}', 'team')$$);
+SELECT regress_try($$SELECT notify_ext.publish('jobs', 'JOB_DONE', '{}', 'team')$$);
 SELECT notify_ext.publish('jobs', 'JOB_DONE', '{}', 'my-root') AS position;
 SELECT notify_ext.publish('jobs', 'JOB_DONE', '{"no": "resource"}') AS position;
 RESET ROLE;

@@ -10,13 +10,6 @@
 -- right through folding; row-level security: a plain role cannot read,
 -- change or create anyone else's rows with any SQL it can write.
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 -- list_notifications() without the ids.
 CREATE FUNCTION pg_temp.page(l jsonb) RETURNS jsonb LANGUAGE sql AS $$
     SELECT jsonb_set(l, '{items}', COALESCE((SELECT jsonb_agg(i - 'id' ORDER BY o)
@@ -32,9 +25,9 @@ SET TimeZone = 'UTC';
 
 -- Service calls are refused for plain roles.
 SET ROLE regress_alice;
-SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', 'T', 'm')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.delete_notifications('{1}')$$);
+SELECT regress_try($$SELECT notify_ext.create_notification('regress_alice', 'T', 'm')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[]')$$);
+SELECT regress_try($$SELECT notify_ext.delete_notifications('{1}')$$);
 RESET ROLE;
 
 -- create_notification by a service caller.
@@ -57,13 +50,13 @@ SELECT ts = now() AS ts_is_now FROM notify_ext.notifications
 COMMIT;
 SET ROLE regress_svc;
 -- Errors.
-SELECT pg_temp.err($$SELECT notify_ext.create_notification('', 'T', 'm')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notification(NULL, 'T', 'm')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', '', 'm')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', NULL, 'm')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', 'T', NULL)$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', 'T', 'm', '[1]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notification('regress_alice', 'T', 'm', NULL, now(), '{"a": 1}')$$);
+SELECT regress_try($$SELECT notify_ext.create_notification('', 'T', 'm')$$);
+SELECT regress_try($$SELECT notify_ext.create_notification(NULL, 'T', 'm')$$);
+SELECT regress_try($$SELECT notify_ext.create_notification('regress_alice', '', 'm')$$);
+SELECT regress_try($$SELECT notify_ext.create_notification('regress_alice', NULL, 'm')$$);
+SELECT regress_try($$SELECT notify_ext.create_notification('regress_alice', 'T', NULL)$$);
+SELECT regress_try($$SELECT notify_ext.create_notification('regress_alice', 'T', 'm', '[1]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notification('regress_alice', 'T', 'm', NULL, now(), '{"a": 1}')$$);
 RESET ROLE;
 
 -- The user calls see the caller's own inbox only.
@@ -77,10 +70,10 @@ SELECT pg_temp.page(notify_ext.list_notifications(type => 'JOB_DONE', items_per_
 SELECT pg_temp.page(notify_ext.list_notifications(since => '2026-01-01 11:00+00'));
 SELECT pg_temp.page(notify_ext.list_notifications('JOB_DONE', '2026-01-01 10:30+00'));
 SELECT pg_temp.page(notify_ext.list_notifications(type => 'NO_SUCH_TYPE'));
-SELECT pg_temp.err($$SELECT notify_ext.list_notifications(items_per_page => 0)$$);
-SELECT pg_temp.err($$SELECT notify_ext.list_notifications(items_per_page => 1001)$$);
-SELECT pg_temp.err($$SELECT notify_ext.list_notifications(items_per_page => NULL)$$);
-SELECT pg_temp.err($$SELECT notify_ext.list_notifications(page => -1)$$);
+SELECT regress_try($$SELECT notify_ext.list_notifications(items_per_page => 0)$$);
+SELECT regress_try($$SELECT notify_ext.list_notifications(items_per_page => 1001)$$);
+SELECT regress_try($$SELECT notify_ext.list_notifications(items_per_page => NULL)$$);
+SELECT regress_try($$SELECT notify_ext.list_notifications(page => -1)$$);
 SELECT notify_ext.list_notifications(items_per_page => 1000) ->> 'itemsPerPage' AS max_page_size;
 SELECT type, message, meta, refs, ts, read FROM notify_ext.get_personal_notifications();
 RESET ROLE;
@@ -94,7 +87,7 @@ SET ROLE regress_alice;
 SELECT notify_ext.mark_as_read(ARRAY[(:'alice_ids'::bigint[])[1], (:'bob_ids'::bigint[])[1], -5, NULL])
        = ARRAY[-5, (:'bob_ids'::bigint[])[1]] AS failures_are_bob_and_unknown;
 SELECT notify_ext.mark_as_read('{}');
-SELECT pg_temp.err($$SELECT notify_ext.mark_as_read(NULL)$$);
+SELECT regress_try($$SELECT notify_ext.mark_as_read(NULL)$$);
 SELECT notify_ext.unread_count();
 SELECT type, message, read FROM notify_ext.get_personal_notifications();
 -- Marking again is not a failure.
@@ -109,7 +102,7 @@ SELECT type, read FROM notify_ext.get_personal_notifications() ORDER BY type;
 -- acknowledge: alice's ids fail for bob and stay.
 SELECT notify_ext.acknowledge_personal_notifications(:'alice_ids'::bigint[] || (:'bob_ids'::bigint[])[1:1])
        = :'alice_ids'::bigint[] AS failures_are_alices;
-SELECT pg_temp.err($$SELECT notify_ext.acknowledge_personal_notifications(NULL)$$);
+SELECT regress_try($$SELECT notify_ext.acknowledge_personal_notifications(NULL)$$);
 SELECT type FROM notify_ext.get_personal_notifications();
 SELECT notify_ext.unread_count();
 RESET ROLE;
@@ -120,7 +113,7 @@ SELECT recipient, count(*) FROM notify_ext.notifications
 SET ROLE regress_svc;
 SELECT notify_ext.delete_notifications(ARRAY[(:'alice_ids'::bigint[])[3], -7, -7])
        = '{-7}' AS failures_are_unknown;
-SELECT pg_temp.err($$SELECT notify_ext.delete_notifications(NULL)$$);
+SELECT regress_try($$SELECT notify_ext.delete_notifications(NULL)$$);
 RESET ROLE;
 SELECT recipient, type FROM notify_ext.notifications
  WHERE recipient LIKE 'regress\_%' ORDER BY recipient, ts;
@@ -129,9 +122,9 @@ SELECT recipient, type FROM notify_ext.notifications
 SET ROLE regress_alice;
 SELECT notify_ext.set_notification_preference('NOISE', false);
 SELECT notify_ext.set_notification_preference('NOISE', false);
-SELECT pg_temp.err($$SELECT notify_ext.set_notification_preference('', false)$$);
-SELECT pg_temp.err($$SELECT notify_ext.set_notification_preference(NULL, false)$$);
-SELECT pg_temp.err($$SELECT notify_ext.set_notification_preference('NOISE', NULL)$$);
+SELECT regress_try($$SELECT notify_ext.set_notification_preference('', false)$$);
+SELECT regress_try($$SELECT notify_ext.set_notification_preference(NULL, false)$$);
+SELECT regress_try($$SELECT notify_ext.set_notification_preference('NOISE', NULL)$$);
 SELECT principal, type FROM notify_ext.notification_preferences;
 RESET ROLE;
 SET ROLE regress_svc;
@@ -159,18 +152,18 @@ SELECT array_length(r, 1) AS n, r[1] IS NOT NULL AS first, r[2] IS NULL AS secon
   ]$$) r;
 SELECT notify_ext.create_notifications_bulk('[]');
 -- One bad item rejects the whole call.
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('{"user": "regress_alice"}')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk(NULL)$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "OK", "message": "fine"}}, 5]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "OK", "message": "fine"}}, {"user": "", "notification": {"type": "T", "message": "m"}}]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "OK", "message": "fine"}}, {"notification": {"type": "T", "message": "m"}}]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": 7, "notification": {"type": "T", "message": "m"}}]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice"}]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"message": "m"}}]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "", "message": "m"}}]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "T"}}]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "T", "message": null}}]')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "T", "message": "m", "meta": [1]}}]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('{"user": "regress_alice"}')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk(NULL)$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "OK", "message": "fine"}}, 5]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "OK", "message": "fine"}}, {"user": "", "notification": {"type": "T", "message": "m"}}]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "OK", "message": "fine"}}, {"notification": {"type": "T", "message": "m"}}]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": 7, "notification": {"type": "T", "message": "m"}}]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice"}]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"message": "m"}}]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "", "message": "m"}}]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "T"}}]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "T", "message": null}}]')$$);
+SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('[{"user": "regress_alice", "notification": {"type": "T", "message": "m", "meta": [1]}}]')$$);
 RESET ROLE;
 SELECT count(*) AS ok_items_created FROM notify_ext.notifications WHERE type = 'OK';
 -- 10,000 items in one call.
@@ -214,19 +207,19 @@ SELECT DISTINCT recipient FROM notify_ext.notifications;
 SELECT count(*) FROM notify_ext.notifications WHERE recipient = 'regress_bob';
 UPDATE notify_ext.notifications SET read = true WHERE recipient = 'regress_bob';
 DELETE FROM notify_ext.notifications WHERE recipient = 'regress_bob';
-SELECT pg_temp.err($$UPDATE notify_ext.notifications SET recipient = 'regress_bob'$$);
-SELECT pg_temp.err($$UPDATE notify_ext.notifications SET message = 'x'$$);
-SELECT pg_temp.err($$INSERT INTO notify_ext.notifications (recipient, type, message) VALUES ('regress_alice', 'T', 'm')$$);
-SELECT pg_temp.err($$INSERT INTO notify_ext.notifications (recipient, type, message) VALUES ('regress_bob', 'T', 'm')$$);
-SELECT pg_temp.err($$SELECT * FROM notify_ext.inbox_counts$$);
-SELECT pg_temp.err($$INSERT INTO notify_ext.notification_preferences VALUES ('regress_bob', 'JOB_DONE')$$);
-SELECT pg_temp.err($$TRUNCATE notify_ext.notifications$$);
-SELECT pg_temp.err($$ALTER TABLE notify_ext.notifications DISABLE ROW LEVEL SECURITY$$);
-SELECT pg_temp.err($$SELECT notify_ext._notify('regress_bob', 'T', 'm', NULL, now(), NULL)$$);
-SELECT pg_temp.err($$SELECT notify_ext._inbox_channel('regress_bob')$$);
-SELECT pg_temp.err($$SELECT notify_ext._inbox_not_mine('regress_bob', '{1}')$$);
-SELECT pg_temp.err($$SELECT notify_ext._inbox_compact('{regress_bob}')$$);
-SELECT pg_temp.err($$SET notify_ext.principal = 'regress_bob'$$);
+SELECT regress_try($$UPDATE notify_ext.notifications SET recipient = 'regress_bob'$$);
+SELECT regress_try($$UPDATE notify_ext.notifications SET message = 'x'$$);
+SELECT regress_try($$INSERT INTO notify_ext.notifications (recipient, type, message) VALUES ('regress_alice', 'T', 'm')$$);
+SELECT regress_try($$INSERT INTO notify_ext.notifications (recipient, type, message) VALUES ('regress_bob', 'T', 'm')$$);
+SELECT regress_try($$SELECT * FROM notify_ext.inbox_counts$$);
+SELECT regress_try($$INSERT INTO notify_ext.notification_preferences VALUES ('regress_bob', 'JOB_DONE')$$);
+SELECT regress_try($$TRUNCATE notify_ext.notifications$$);
+SELECT regress_try($$ALTER TABLE notify_ext.notifications DISABLE ROW LEVEL SECURITY$$);
+SELECT regress_try($$SELECT notify_ext._notify('regress_bob', 'T', 'm', NULL, now(), NULL)$$);
+SELECT regress_try($$SELECT notify_ext._inbox_channel('regress_bob')$$);
+SELECT regress_try($$SELECT notify_ext._inbox_not_mine('regress_bob', '{1}')$$);
+SELECT regress_try($$SELECT notify_ext._inbox_compact('{regress_bob}')$$);
+SELECT regress_try($$SET notify_ext.principal = 'regress_bob'$$);
 -- A leaky function sees only rows that passed the policy.
 CREATE FUNCTION pg_temp.leak(t text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
 BEGIN

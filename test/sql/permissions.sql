@@ -6,13 +6,6 @@
 -- personal notifications; notify_ext.permission_function, run as the
 -- caller; row-level security on the grants table.
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 -- The notifications of a principal, without ids or times.
 CREATE FUNCTION pg_temp.inbox(p text) RETURNS TABLE (type text, message text, meta jsonb, refs jsonb)
     LANGUAGE sql AS $$
@@ -66,17 +59,17 @@ SELECT * FROM pg_temp.inbox('regress_alice');
 -- An ADMIN may grant and revoke inside its subtree, not outside it.
 SET ROLE regress_alice;
 SELECT notify_ext.grant_permission('regress_bob', 'regress_d1', 'APPEND');
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', 'regress_p1', 'READ')$$);
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', 'regress_p2', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', 'regress_p1', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', 'regress_p2', 'READ')$$);
 RESET ROLE;
 -- A non-ADMIN may not grant, not even to itself, nor revoke.
 SET ROLE regress_bob;
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', 'regress_d1', 'ADMIN')$$);
-SELECT pg_temp.err($$SELECT notify_ext.revoke_permission('regress_alice', 'regress_c1')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', 'regress_d1', 'ADMIN')$$);
+SELECT regress_try($$SELECT notify_ext.revoke_permission('regress_alice', 'regress_c1')$$);
 -- Each role sees its own grants only.
 SELECT principal, resource_id, level, granted_by FROM notify_ext.permissions ORDER BY resource_id;
-SELECT pg_temp.err($$INSERT INTO notify_ext.permissions (principal, resource_id, level, granted_by) VALUES ('regress_bob', 'regress_p1', 4, 'x')$$);
-SELECT pg_temp.err($$UPDATE notify_ext.permissions SET level = 4$$);
+SELECT regress_try($$INSERT INTO notify_ext.permissions (principal, resource_id, level, granted_by) VALUES ('regress_bob', 'regress_p1', 4, 'x')$$);
+SELECT regress_try($$UPDATE notify_ext.permissions SET level = 4$$);
 RESET ROLE;
 SET ROLE regress_alice;
 SELECT notify_ext.revoke_permission('regress_bob', 'regress_d1');
@@ -102,22 +95,22 @@ SELECT notify_ext.set_notification_preference('PERMISSION_GRANTED', true);
 RESET ROLE;
 
 -- Errors.
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', 'regress_d1', 'OWNER')$$);
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', 'regress_nope', 'READ')$$);
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('', 'regress_d1', 'READ')$$);
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission(NULL, 'regress_d1', 'READ')$$);
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', NULL, 'READ')$$);
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', 'regress_d1', NULL)$$);
-SELECT pg_temp.err($$SELECT notify_ext.revoke_permission('regress_bob', 'regress_nope')$$);
-SELECT pg_temp.err($$SELECT notify_ext.revoke_permission('', 'regress_d1')$$);
-SELECT pg_temp.err($$SELECT notify_ext.has_permission('regress_bob', 'regress_d1', 'SUPER')$$);
-SELECT pg_temp.err($$SELECT notify_ext.has_permission('regress_bob', 'regress_nope', 'READ')$$);
-SELECT pg_temp.err($$SELECT notify_ext.has_permission('', 'regress_d1', 'READ')$$);
-SELECT pg_temp.err($$SELECT notify_ext.has_permission('regress_bob', '', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', 'regress_d1', 'OWNER')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', 'regress_nope', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('', 'regress_d1', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission(NULL, 'regress_d1', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', NULL, 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', 'regress_d1', NULL)$$);
+SELECT regress_try($$SELECT notify_ext.revoke_permission('regress_bob', 'regress_nope')$$);
+SELECT regress_try($$SELECT notify_ext.revoke_permission('', 'regress_d1')$$);
+SELECT regress_try($$SELECT notify_ext.has_permission('regress_bob', 'regress_d1', 'SUPER')$$);
+SELECT regress_try($$SELECT notify_ext.has_permission('regress_bob', 'regress_nope', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.has_permission('', 'regress_d1', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.has_permission('regress_bob', '', 'READ')$$);
 -- Unknown resource is checked before the caller's rights, unknown level first of all.
 SET ROLE regress_bob;
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', 'regress_nope', 'READ')$$);
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', 'regress_nope', 'OWNER')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', 'regress_nope', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', 'regress_nope', 'OWNER')$$);
 RESET ROLE;
 
 -- request_access: every ADMIN of the resource (grants on ancestors count)
@@ -126,9 +119,9 @@ SELECT notify_ext.grant_permission('regress_carol', 'regress_p1', 'ADMIN');
 SET ROLE regress_bob;
 SELECT notify_ext.request_access('regress_d1', 'WRITE', 'please');
 SELECT notify_ext.request_access('regress_d1', 'read');
-SELECT pg_temp.err($$SELECT notify_ext.request_access('regress_d1', 'NONE')$$);
-SELECT pg_temp.err($$SELECT notify_ext.request_access('regress_d1', 'MORE')$$);
-SELECT pg_temp.err($$SELECT notify_ext.request_access('regress_nope', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.request_access('regress_d1', 'NONE')$$);
+SELECT regress_try($$SELECT notify_ext.request_access('regress_d1', 'MORE')$$);
+SELECT regress_try($$SELECT notify_ext.request_access('regress_nope', 'READ')$$);
 RESET ROLE;
 SELECT n.recipient, n.type, n.message, n.meta, n.refs
   FROM notify_ext.notifications n
@@ -158,15 +151,15 @@ SELECT notify_ext.has_permission('regress_bob', 'anything', 'read') AS bob_read,
        notify_ext.has_permission('regress_bob', 'anything', 'WRITE') AS bob_write,
        notify_ext.has_permission('regress_alice', 'regress_c1', 'ADMIN') AS alice_admin;
 -- It also decides who may grant.
-SELECT pg_temp.err($$SELECT notify_ext.grant_permission('regress_bob', 'regress_d1', 'READ')$$);
-SELECT pg_temp.err($$SET notify_ext.permission_function = ''$$);
+SELECT regress_try($$SELECT notify_ext.grant_permission('regress_bob', 'regress_d1', 'READ')$$);
+SELECT regress_try($$SET notify_ext.permission_function = ''$$);
 RESET ROLE;
 SET notify_ext.permission_function = 'public.regress_no_such_function';
-SELECT pg_temp.err($$SELECT notify_ext.has_permission('regress_bob', 'regress_d1', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.has_permission('regress_bob', 'regress_d1', 'READ')$$);
 CREATE FUNCTION public.regress_perm_int(principal text, resource_id text, level text)
     RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;
 SET notify_ext.permission_function = 'public.regress_perm_int';
-SELECT pg_temp.err($$SELECT notify_ext.has_permission('regress_bob', 'regress_d1', 'READ')$$);
+SELECT regress_try($$SELECT notify_ext.has_permission('regress_bob', 'regress_d1', 'READ')$$);
 RESET notify_ext.permission_function;
 SELECT notify_ext.has_permission('regress_alice', 'regress_c1', 'ADMIN') AS alice_admin;
 

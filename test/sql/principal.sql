@@ -6,14 +6,6 @@
 -- security-restricted operations are refused; the actor of recorded events
 -- is the principal.
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
-
 CREATE ROLE regress_app NOLOGIN;
 CREATE ROLE regress_svc NOLOGIN IN ROLE regress_app;
 CREATE ROLE regress_alice NOLOGIN;
@@ -27,17 +19,17 @@ SELECT notify_ext.current_principal() = current_user AS is_current_user,
 -- A plain role is itself and nothing more.
 SET ROLE regress_alice;
 SELECT notify_ext.current_principal(), notify_ext._is_service_caller();
-SELECT pg_temp.err($$SET notify_ext.principal = 'regress_bob'$$);
-SELECT pg_temp.err($$SET LOCAL notify_ext.principal = 'User#1'$$);
-SELECT pg_temp.err($$SELECT set_config('notify_ext.principal', 'regress_bob', false)$$);
+SELECT regress_try($$SET notify_ext.principal = 'regress_bob'$$);
+SELECT regress_try($$SET LOCAL notify_ext.principal = 'User#1'$$);
+SELECT regress_try($$SELECT set_config('notify_ext.principal', 'regress_bob', false)$$);
 SELECT notify_ext.current_principal();
 -- Its own name is allowed (and changes nothing).
 SET notify_ext.principal = 'regress_alice';
 SELECT notify_ext.current_principal();
 RESET notify_ext.principal;
 -- It cannot make itself an application role member either.
-SELECT pg_temp.err($$SET notify_ext.app_role = 'regress_alice'$$);
-SELECT pg_temp.err($$SELECT notify_ext._require_service_caller('regress_call()')$$);
+SELECT regress_try($$SET notify_ext.app_role = 'regress_alice'$$);
+SELECT regress_try($$SELECT notify_ext._require_service_caller('regress_call()')$$);
 RESET ROLE;
 
 -- A member of the application role acts for an end user.
@@ -57,7 +49,7 @@ SELECT notify_ext._require_service_caller('regress_call()');
 RESET ROLE;
 SELECT notify_ext.current_principal();
 SET ROLE regress_alice;
-SELECT pg_temp.err($$SELECT notify_ext.current_principal()$$);
+SELECT regress_try($$SELECT notify_ext.current_principal()$$);
 RESET ROLE;
 
 -- Losing the membership takes effect at once.
@@ -66,7 +58,7 @@ SELECT notify_ext.current_principal();
 RESET ROLE;
 REVOKE regress_app FROM regress_svc;
 SET ROLE regress_svc;
-SELECT pg_temp.err($$SELECT notify_ext.current_principal()$$);
+SELECT regress_try($$SELECT notify_ext.current_principal()$$);
 SELECT notify_ext._is_service_caller();
 RESET ROLE;
 GRANT regress_app TO regress_svc;
@@ -76,7 +68,7 @@ RESET ROLE;
 -- So does a change of notify_ext.app_role.
 SET notify_ext.app_role = 'regress_bob';
 SET ROLE regress_svc;
-SELECT pg_temp.err($$SELECT notify_ext.current_principal()$$);
+SELECT regress_try($$SELECT notify_ext.current_principal()$$);
 RESET ROLE;
 SET notify_ext.app_role = 'regress_no_such_role';
 SET ROLE regress_svc;
@@ -98,7 +90,7 @@ CREATE FUNCTION public.regress_act_as_bob() RETURNS text
 ALTER FUNCTION public.regress_act_as_bob() OWNER TO regress_svc;
 SET ROLE regress_alice;
 SELECT public.regress_whoami();
-SELECT pg_temp.err($$SELECT public.regress_act_as_bob()$$);
+SELECT regress_try($$SELECT public.regress_act_as_bob()$$);
 RESET ROLE;
 SET ROLE regress_svc;
 SELECT public.regress_whoami();
@@ -109,7 +101,7 @@ RESET ROLE;
 CREATE MATERIALIZED VIEW public.regress_mv AS
     SELECT notify_ext.current_principal() AS p WITH NO DATA;
 ALTER MATERIALIZED VIEW public.regress_mv OWNER TO regress_alice;
-SELECT pg_temp.err($$REFRESH MATERIALIZED VIEW public.regress_mv$$);
+SELECT regress_try($$REFRESH MATERIALIZED VIEW public.regress_mv$$);
 DROP MATERIALIZED VIEW public.regress_mv;
 
 -- The actor of a recorded event is the principal.
@@ -119,12 +111,12 @@ SELECT notify_ext.publish('regress.principal', 'user.view', '{}') > 0 AS publish
 RESET notify_ext.principal;
 RESET ROLE;
 SET ROLE regress_alice;
-SELECT pg_temp.err($$SELECT notify_ext.publish('regress.principal', 'user.view', '{}')$$);
+SELECT regress_try($$SELECT notify_ext.publish('regress.principal', 'user.view', '{}')$$);
 RESET ROLE;
 -- A principal a plain role may not use refuses the event too.
 SET notify_ext.principal = 'User#8';
 SET ROLE regress_alice;
-SELECT pg_temp.err($$SELECT notify_ext.publish('regress.principal', 'user.view', '{}')$$);
+SELECT regress_try($$SELECT notify_ext.publish('regress.principal', 'user.view', '{}')$$);
 RESET ROLE;
 RESET notify_ext.principal;
 SELECT actor, operation FROM notify_ext.events

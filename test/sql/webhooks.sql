@@ -8,14 +8,6 @@
 -- the GUCs.  Delivery itself is tested end to end in
 -- test/e2e/test_webhooks_e2e.py.
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g');
-END $$;
-
 CREATE ROLE regress_wh_app NOLOGIN;
 CREATE ROLE regress_wh_svc NOLOGIN IN ROLE regress_wh_app;
 CREATE ROLE regress_wh_plain NOLOGIN;
@@ -28,46 +20,46 @@ SHOW notify_ext.webhook_retry_schedule;
 SHOW notify_ext.webhook_disable_after;
 SHOW notify_ext.webhook_concurrency;
 SHOW notify_ext.webhook_endpoint_concurrency;
-SELECT pg_temp.err($$SET notify_ext.webhook_timeout = '1s'$$);
+SELECT regress_try($$SET notify_ext.webhook_timeout = '1s'$$);
 
 -- Service calls are refused for plain roles.
 SET ROLE regress_wh_plain;
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('NO_AUTH')$$);
-SELECT pg_temp.err($$SELECT notify_ext.list_subscription_auth()$$);
-SELECT pg_temp.err($$SELECT notify_ext.delete_subscription_auth(gen_random_uuid())$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/')$$);
-SELECT pg_temp.err($$SELECT notify_ext.webhook_secret(gen_random_uuid())$$);
-SELECT pg_temp.err($$SELECT notify_ext.delete_webhook(gen_random_uuid())$$);
-SELECT pg_temp.err($$SELECT notify_ext.list_webhooks()$$);
-SELECT pg_temp.err($$SELECT notify_ext.redeliver(gen_random_uuid(), now())$$);
-SELECT pg_temp.err($$SELECT notify_ext.enable_webhook(gen_random_uuid())$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('NO_AUTH')$$);
+SELECT regress_try($$SELECT notify_ext.list_subscription_auth()$$);
+SELECT regress_try($$SELECT notify_ext.delete_subscription_auth(gen_random_uuid())$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/')$$);
+SELECT regress_try($$SELECT notify_ext.webhook_secret(gen_random_uuid())$$);
+SELECT regress_try($$SELECT notify_ext.delete_webhook(gen_random_uuid())$$);
+SELECT regress_try($$SELECT notify_ext.list_webhooks()$$);
+SELECT regress_try($$SELECT notify_ext.redeliver(gen_random_uuid(), now())$$);
+SELECT regress_try($$SELECT notify_ext.enable_webhook(gen_random_uuid())$$);
 -- The tables and internal functions are closed.
-SELECT pg_temp.err($$SELECT * FROM notify_ext.subscription_auth$$);
-SELECT pg_temp.err($$SELECT * FROM notify_ext.webhooks$$);
-SELECT pg_temp.err($$SELECT * FROM notify_ext.webhook_queue$$);
-SELECT pg_temp.err($$SELECT * FROM notify_ext.delivery_log$$);
-SELECT pg_temp.err($$SELECT notify_ext._webhook_unseal('\x00')$$);
-SELECT pg_temp.err($$SELECT * FROM notify_ext._webhook_config()$$);
+SELECT regress_try($$SELECT * FROM notify_ext.subscription_auth$$);
+SELECT regress_try($$SELECT * FROM notify_ext.webhooks$$);
+SELECT regress_try($$SELECT * FROM notify_ext.webhook_queue$$);
+SELECT regress_try($$SELECT * FROM notify_ext.delivery_log$$);
+SELECT regress_try($$SELECT notify_ext._webhook_unseal('\x00')$$);
+SELECT regress_try($$SELECT * FROM notify_ext._webhook_config()$$);
 -- The deliveries view shows nothing to a plain role.
 SELECT count(*) AS deliveries_seen FROM notify_ext.deliveries;
 RESET ROLE;
 
 -- Auth configs.
 SET ROLE regress_wh_svc;
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('KERBEROS')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth(NULL)$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH', key => 'u')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH', secret => 'p')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH', 'u:x', 'p')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH', 'u', 'p', scope => 's')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'id', 'sec', token_url => 'http://127.0.0.1:9/t')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'id', 'sec', scope => 'read')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'id', 'sec', 'read', 'ftp://x/t')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'id', NULL, 'read', 'http://127.0.0.1:9/t')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', NULL, NULL, 'read', 'http://127.0.0.1:9/t')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('NO_AUTH', 'k')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_subscription_auth('NO_AUTH', secret => 's')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('KERBEROS')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth(NULL)$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH', key => 'u')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH', secret => 'p')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH', 'u:x', 'p')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('BASIC_AUTH', 'u', 'p', scope => 's')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'id', 'sec', token_url => 'http://127.0.0.1:9/t')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'id', 'sec', scope => 'read')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'id', 'sec', 'read', 'ftp://x/t')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'id', NULL, 'read', 'http://127.0.0.1:9/t')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', NULL, NULL, 'read', 'http://127.0.0.1:9/t')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('NO_AUTH', 'k')$$);
+SELECT regress_try($$SELECT notify_ext.create_subscription_auth('NO_AUTH', secret => 's')$$);
 
 SELECT notify_ext.create_subscription_auth('NO_AUTH') AS none_auth \gset
 SELECT notify_ext.create_subscription_auth('basic_auth', 'hookuser', 'b4sic-s3cret') AS basic_auth \gset
@@ -92,16 +84,16 @@ SELECT c.relname FROM pg_extension e, unnest(e.extconfig) t(oid) JOIN pg_class c
 SET ROLE regress_wh_svc;
 
 -- Webhooks: argument checks.
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook(NULL)$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('ftp://example.com/x')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('example.com/x')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', operations => '{}')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', operations => '{a,NULL}')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', streams => '{""}')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', resource_id => 'regress_wh_nope')$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', include_subresources => NULL)$$);
-SELECT pg_temp.err($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', auth_config => '00000000-0000-0000-0000-000000000000')$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook(NULL)$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('')$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('ftp://example.com/x')$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('example.com/x')$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', operations => '{}')$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', operations => '{a,NULL}')$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', streams => '{""}')$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', resource_id => 'regress_wh_nope')$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', include_subresources => NULL)$$);
+SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', auth_config => '00000000-0000-0000-0000-000000000000')$$);
 SELECT count(*) AS webhooks_after_errors FROM notify_ext.list_webhooks();
 
 RESET ROLE;
@@ -121,7 +113,7 @@ SELECT notify_ext.webhook_secret(:'wh_all') ~ '^whsec_[A-Za-z0-9+/]{43}=$' AS se
        length(decode(substr(notify_ext.webhook_secret(:'wh_all'), 7), 'base64')) AS key_bytes,
        notify_ext.webhook_secret(:'wh_all') = notify_ext.webhook_secret(:'wh_all') AS stable,
        notify_ext.webhook_secret(:'wh_all') <> notify_ext.webhook_secret(:'wh_jobs') AS per_webhook;
-SELECT pg_temp.err($$SELECT notify_ext.webhook_secret('00000000-0000-0000-0000-000000000000')$$);
+SELECT regress_try($$SELECT notify_ext.webhook_secret('00000000-0000-0000-0000-000000000000')$$);
 RESET ROLE;
 SELECT count(*) AS plain_signing_keys FROM notify_ext.webhooks w
  WHERE position(decode(substr(notify_ext.webhook_secret(w.id), 7), 'base64') IN w.secret_sealed) > 0;
@@ -134,9 +126,9 @@ SELECT (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(w) k) AS keys
   FROM notify_ext.list_webhooks() w LIMIT 1;
 
 -- An auth config in use cannot be deleted.
-SELECT pg_temp.err(format('SELECT notify_ext.delete_subscription_auth(%L)', :'basic_auth'));
-SELECT pg_temp.err($$SELECT notify_ext.delete_subscription_auth('00000000-0000-0000-0000-000000000000')$$);
-SELECT pg_temp.err($$SELECT notify_ext.delete_subscription_auth(NULL)$$);
+SELECT regress_try(format('SELECT notify_ext.delete_subscription_auth(%L)', :'basic_auth'));
+SELECT regress_try($$SELECT notify_ext.delete_subscription_auth('00000000-0000-0000-0000-000000000000')$$);
+SELECT regress_try($$SELECT notify_ext.delete_subscription_auth(NULL)$$);
 SELECT notify_ext.delete_subscription_auth(:'none_auth');
 SELECT count(*) AS auth_configs FROM notify_ext.list_subscription_auth();
 RESET ROLE;
@@ -172,20 +164,20 @@ SELECT count(*) = 0 AS cursors_at_horizon FROM notify_ext.webhooks
 
 -- Redeliver and enable: errors.
 SET ROLE regress_wh_svc;
-SELECT pg_temp.err($$SELECT notify_ext.redeliver('00000000-0000-0000-0000-000000000000', now())$$);
-SELECT pg_temp.err(format('SELECT notify_ext.redeliver(%L, NULL)', :'wh_all'));
-SELECT pg_temp.err($$SELECT notify_ext.enable_webhook('00000000-0000-0000-0000-000000000000')$$);
+SELECT regress_try($$SELECT notify_ext.redeliver('00000000-0000-0000-0000-000000000000', now())$$);
+SELECT regress_try(format('SELECT notify_ext.redeliver(%L, NULL)', :'wh_all'));
+SELECT regress_try($$SELECT notify_ext.enable_webhook('00000000-0000-0000-0000-000000000000')$$);
 RESET ROLE;
 UPDATE notify_ext.webhooks SET status = 'disabled', disabled_at = now(), disabled_reason = 'test'
  WHERE id = :'wh_own';
 SET ROLE regress_wh_svc;
-SELECT pg_temp.err(format('SELECT notify_ext.redeliver(%L, now())', :'wh_own'));
+SELECT regress_try(format('SELECT notify_ext.redeliver(%L, now())', :'wh_own'));
 SELECT notify_ext.enable_webhook(:'wh_own');
 SELECT w ->> 'status' AS status, w -> 'disabled_at' AS disabled_at
   FROM notify_ext.list_webhooks() w WHERE w ->> 'id' = :'wh_own';
 
 -- Deleting.
-SELECT pg_temp.err($$SELECT notify_ext.delete_webhook('00000000-0000-0000-0000-000000000000')$$);
+SELECT regress_try($$SELECT notify_ext.delete_webhook('00000000-0000-0000-0000-000000000000')$$);
 SELECT notify_ext.delete_webhook(id::uuid) FROM (SELECT w ->> 'id' AS id FROM notify_ext.list_webhooks() w
                                                   WHERE w ->> 'url' LIKE '%127.0.0.1:9/%') x;
 SELECT notify_ext.delete_subscription_auth(:'basic_auth');
