@@ -1,0 +1,83 @@
+"""Event numbering seen from clients: commit order, open transactions, crashes."""
+
+import psycopg
+import pytest
+
+
+def events_of(conn, stream):
+    """{resource_id: seq} of the retained events of one stream."""
+    rows = conn.execute(
+        "SELECT resource_id, seq FROM notify_ext.events WHERE stream = %s ORDER BY seq",
+        (stream,),
+    ).fetchall()
+    return {rid: seq for rid, seq in rows}
+
+
+def make_tracked_table(db, name, variant):
+    db.execute(f"CREATE TABLE public.{name} (id text PRIMARY KEY, note text)")
+    db.execute("SELECT notify_ext.track(%s::regclass, %s)", (f"public.{name}", variant))
+    return f"public.{name}"
+
+
+def test_out_of_order_commits_get_commit_ordered_seqs(db, connect):
+    stream = make_tracked_table(db, "e2e_order", "order_item")
+    a = connect(autocommit=False)
+    b = connect(autocommit=False)
+
+    a.execute("INSERT INTO public.e2e_order VALUES ('a1', 'written first, committed last')")
+    b.execute("INSERT INTO public.e2e_order VALUES ('b1', 'written last, committed first')")
+    b.commit()
+    a.commit()
+
+    seqs = events_of(db, stream)
+    assert set(seqs) == {"a1", "b1"}
+    assert seqs["a1"] > seqs["b1"], seqs
+
+
+def test_open_transaction_holds_back_nobody(db, connect):
+    stream = make_tracked_table(db, "e2e_open", "open_item")
+    a = connect(autocommit=False)
+    b = connect(autocommit=False)
+
+    a.execute("INSERT INTO public.e2e_open VALUES ('a1', 'stays open')")
+    b.execute("INSERT INTO public.e2e_open VALUES ('b1', 'commits')")
+    b.commit()
+
+    assert set(events_of(db, stream)) == {"b1"}
+    a.rollback()
+    assert set(events_of(db, stream)) == {"b1"}
+
+
+def test_events_survive_a_crash(db, connect, restart_server):
+    stream = make_tracked_table(db, "e2e_crash", "crash_item")
+    singles = [f"s{i}" for i in range(50)]
+    batch = [f"b{i}" for i in range(50)]
+
+    for rid in singles:  # one transaction each
+        db.execute("INSERT INTO public.e2e_crash VALUES (%s, 'single')", (rid,))
+    with db.transaction():  # one transaction for all
+        for rid in batch:
+            db.execute("INSERT INTO public.e2e_crash VALUES (%s, 'batch')", (rid,))
+    db.execute("SELECT notify_ext.publish('e2e.app', 'JOB_PROCESSED', '{\"job\": 1}')")
+
+    before = events_of(db, stream)
+    assert set(before) == set(singles) | set(batch)
+    assert len(set(before.values())) == len(before)
+
+    # Not committed when the server goes down: must leave no event.
+    open_tx = connect(autocommit=False)
+    open_tx.execute("INSERT INTO public.e2e_crash VALUES ('lost', 'never committed')")
+
+    restart_server("immediate")
+    with pytest.raises(psycopg.OperationalError):
+        open_tx.execute("SELECT 1")
+
+    after_db = connect()
+    after = events_of(after_db, stream)
+    assert after == before, "events or their seqs changed across the crash"
+    all_before = after_db.execute("SELECT max(seq) FROM notify_ext.events").fetchone()[0]
+    assert all_before >= max(before.values())
+
+    after_db.execute("INSERT INTO public.e2e_crash VALUES ('new', 'after restart')")
+    new_seq = events_of(after_db, stream)["new"]
+    assert new_seq > all_before

@@ -1,0 +1,211 @@
+"""The inbox seen from clients: live notifications over LISTEN, and a plain
+login role that tries to impersonate someone or read their notifications."""
+
+import json
+import select
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+APP, SVC, ALICE, BOB = "inbox_e2e_app", "inbox_e2e_svc", "inbox_e2e_alice", "inbox_e2e_bob"
+
+
+@pytest.fixture(scope="module")
+def roles(db_dsn):
+    dbname = conninfo_to_dict(db_dsn)["dbname"]
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        for r in (SVC, ALICE, BOB, APP):
+            c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(r)))
+        c.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(APP)))
+        c.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(sql.Identifier(SVC), sql.Identifier(APP)))
+        for r in (ALICE, BOB):
+            c.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(r)))
+        # Every new session of this database knows the application role.
+        c.execute(sql.SQL("ALTER DATABASE {} SET notify_ext.app_role = {}").format(
+            sql.Identifier(dbname), sql.Literal(APP)))
+    yield
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        c.execute(sql.SQL("ALTER DATABASE {} RESET notify_ext.app_role").format(sql.Identifier(dbname)))
+        c.execute("DELETE FROM notify_ext.notifications WHERE recipient LIKE 'inbox\\_e2e\\_%'")
+        # Terminate leftover sessions of the roles so that they can be dropped.
+        c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s)",
+                  ([SVC, ALICE, BOB],))
+        for r in (SVC, ALICE, BOB, APP):
+            c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(r)))
+
+
+@pytest.fixture
+def login(db_dsn, roles):
+    conns = []
+
+    def _login(role, autocommit=True):
+        conn = psycopg.connect(make_conninfo(db_dsn, user=role), autocommit=autocommit)
+        conns.append(conn)
+        return conn
+
+    yield _login
+    for c in conns:
+        c.close()
+
+
+def collect(conn, seconds):
+    """Notifications that arrive on conn within `seconds`: (channel, payload,
+    arrival time) in arrival order."""
+    got = []
+    deadline = time.monotonic() + seconds
+    pg = conn.pgconn
+    while True:
+        n = pg.notifies()
+        while n is not None:
+            got.append((n.relname.decode(), n.extra.decode(), time.monotonic()))
+            n = pg.notifies()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return got
+        ready, _, _ = select.select([pg.socket], [], [], left)
+        if ready:
+            pg.consume_input()
+
+
+def test_listener_gets_own_notification_within_a_second_and_nothing_else(login):
+    alice = login(ALICE)
+    channel = alice.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
+    alice.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    # Bob listens too, on his own channel: he must not get Alice's.
+    bob = login(BOB)
+    bob_channel = bob.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
+    assert bob_channel != channel
+    bob.execute(sql.SQL("LISTEN {}").format(sql.Identifier(bob_channel)))
+
+    svc = login(SVC, autocommit=False)
+    ids = []
+    ids.append(svc.execute(
+        "SELECT notify_ext.create_notification(%s, 'JOB_DONE', 'job 1 done', '{\"job\": 1}')",
+        (ALICE,)).fetchone()[0])
+    svc.execute("SELECT notify_ext.create_notification(%s, 'SECRET', 'for bob only')", (BOB,))
+    ids += svc.execute(
+        "SELECT notify_ext.create_notifications_bulk(%s)",
+        (json.dumps([{"user": ALICE, "notification": {"type": "BULK", "message": "b1"}},
+                     {"user": BOB, "notification": {"type": "SECRET", "message": "b2"}}]),),
+    ).fetchone()[0][:1]
+    # Nothing before commit.
+    assert collect(alice, 0.3) == []
+    svc.commit()
+    committed = time.monotonic()
+
+    got = collect(alice, 1.5)
+    assert [c for c, _, _ in got] == [channel, channel], got
+    payloads = [json.loads(p) for _, p, _ in got]
+    assert [p["id"] for p in payloads] == ids
+    assert payloads[0]["type"] == "JOB_DONE" and payloads[0]["message"] == "job 1 done"
+    assert payloads[0]["meta"] == {"job": 1} and payloads[0]["read"] is False
+    assert payloads[0]["ts"].endswith("Z")
+    assert all("bob" not in p["message"] for p in payloads)
+    for _, _, arrived in got:
+        assert arrived - committed < 1.0, arrived - committed
+
+    bob_got = collect(bob, 0.5)
+    assert len(bob_got) == 2 and all(c == bob_channel for c, _, _ in bob_got)
+
+
+def test_large_notification_is_truncated(login):
+    alice = login(ALICE)
+    channel = alice.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
+    alice.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    svc = login(SVC)
+    nid = svc.execute("SELECT notify_ext.create_notification(%s, 'BIG', repeat('x', 9000))",
+                      (ALICE,)).fetchone()[0]
+    got = collect(alice, 1.5)
+    assert len(got) == 1
+    assert json.loads(got[0][1]) == {"id": nid, "truncated": True}
+
+
+def test_app_role_acts_for_end_users_on_their_channel(login):
+    """The application subscribes for an end user by setting the principal."""
+    app = login(SVC)
+    app.execute("SET notify_ext.principal = 'User#42'")
+    channel = app.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
+    app.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    other = login(SVC)
+    other.execute("SELECT notify_ext.create_notification('User#42', 'HELLO', 'hi 42')")
+    other.execute("SELECT notify_ext.create_notification('User#43', 'HELLO', 'hi 43')")
+    got = collect(app, 1.0)
+    assert [json.loads(p)["message"] for _, p, _ in got] == ["hi 42"]
+    assert app.execute("SELECT notify_ext.unread_count()").fetchone()[0] == 1
+    app.execute("RESET notify_ext.principal")
+    assert app.execute("SELECT notify_ext.current_principal()").fetchone()[0] == SVC
+    other.execute("SELECT notify_ext.delete_notifications(ARRAY(SELECT (x ->> 'id')::bigint FROM "
+                  "jsonb_array_elements(notify_ext.list_notifications() -> 'items') x))")
+
+
+def refused(conn, query, params=None, sqlstate="42501"):
+    with pytest.raises(psycopg.Error) as exc:
+        conn.execute(query, params)
+    assert exc.value.sqlstate == sqlstate, (query, exc.value.sqlstate, str(exc.value))
+
+
+def test_plain_role_cannot_impersonate_or_read_others(login, db_dsn):
+    svc = login(SVC)
+    bob_id = svc.execute("SELECT notify_ext.create_notification(%s, 'SECRET', 'bob private')",
+                         (BOB,)).fetchone()[0]
+    svc.execute("SELECT notify_ext.create_notification(%s, 'MINE', 'alice own')", (ALICE,))
+
+    alice = login(ALICE)
+    # Becoming someone else, every way a plain role can try.
+    refused(alice, "SET notify_ext.principal = %s" % sql.Literal(BOB).as_string(alice))
+    refused(alice, "SELECT set_config('notify_ext.principal', %s, false)", (BOB,))
+    refused(alice, "SELECT set_config('notify_ext.principal', %s, true)", (BOB,))
+    refused(alice, "SET notify_ext.app_role = %s" % sql.Literal(ALICE).as_string(alice))
+    refused(alice, sql.SQL("SET ROLE {}").format(sql.Identifier(BOB)))
+    refused(alice, sql.SQL("SET SESSION AUTHORIZATION {}").format(sql.Identifier(BOB)))
+    refused(alice, sql.SQL("ALTER ROLE {} SET notify_ext.principal = 'x'").format(sql.Identifier(BOB)))
+    # Nor can a function of her own with a SET clause.
+    refused(alice, f"CREATE FUNCTION pg_temp.as_bob() RETURNS text LANGUAGE sql "
+                   f"SET notify_ext.principal = '{BOB}' AS 'SELECT notify_ext.current_principal()'")
+    # A session started with the option set is refused when it is used.
+    sneaky = psycopg.connect(make_conninfo(db_dsn, user=ALICE, options=f"-c notify_ext.principal={BOB}"),
+                             autocommit=True)
+    try:
+        refused(sneaky, "SELECT notify_ext.current_principal()")
+        refused(sneaky, "SELECT notify_ext.list_notifications()")
+        refused(sneaky, "SELECT count(*) FROM notify_ext.notifications")
+    finally:
+        sneaky.close()
+    assert alice.execute("SELECT notify_ext.current_principal()").fetchone()[0] == ALICE
+
+    # Reading and changing Bob's rows, with any SQL she can write.
+    rows = alice.execute("SELECT recipient, message FROM notify_ext.notifications").fetchall()
+    assert rows and all(r == ALICE for r, _ in rows), rows
+    assert alice.execute("SELECT count(*) FROM notify_ext.notifications WHERE id = %s",
+                         (bob_id,)).fetchone()[0] == 0
+    assert alice.execute("UPDATE notify_ext.notifications SET read = true WHERE id = %s",
+                         (bob_id,)).rowcount == 0
+    assert alice.execute("DELETE FROM notify_ext.notifications WHERE id = %s", (bob_id,)).rowcount == 0
+    assert alice.execute("SELECT notify_ext.mark_as_read(%s)", ([bob_id],)).fetchone()[0] == [bob_id]
+    assert alice.execute("SELECT notify_ext.acknowledge_personal_notifications(%s)",
+                         ([bob_id],)).fetchone()[0] == [bob_id]
+    page = alice.execute("SELECT notify_ext.list_notifications()").fetchone()[0]
+    assert all(i["id"] != bob_id for i in page["items"])
+    refused(alice, "UPDATE notify_ext.notifications SET recipient = %s", (ALICE,))
+    refused(alice, "INSERT INTO notify_ext.notifications (recipient, type, message) VALUES (%s, 'X', 'y')",
+            (BOB,))
+    refused(alice, "SELECT * FROM notify_ext.inbox_counts")
+    refused(alice, "SELECT notify_ext._inbox_channel(%s)", (BOB,))
+    refused(alice, "SELECT notify_ext._notify(%s, 'X', 'y', NULL, now(), NULL)", (BOB,))
+    refused(alice, "SELECT notify_ext.create_notification(%s, 'X', 'y')", (BOB,))
+    refused(alice, "SELECT notify_ext.delete_notifications(%s)", ([bob_id],))
+    refused(alice, "ALTER TABLE notify_ext.notifications DISABLE ROW LEVEL SECURITY")
+    refused(alice, "CREATE POLICY p ON notify_ext.notifications USING (true)")
+    # Her channel is her own; Bob's is nowhere for her to read.
+    mine = alice.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
+    bobs = login(BOB).execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
+    assert mine != bobs and ALICE not in mine and BOB not in bobs
+
+    # Bob's notification is untouched.
+    bob = login(BOB)
+    row = bob.execute("SELECT message, read FROM notify_ext.notifications WHERE id = %s",
+                      (bob_id,)).fetchone()
+    assert row == ("bob private", False)
