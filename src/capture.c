@@ -428,6 +428,7 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 	CommandId	cid = GetCurrentCommandId(true);
 	int64		provisional_base = ((int64) (MY_PROC_INDEX + 1)) << 40;
 	int			i;
+	int			nslots_made;
 
 	if (!OidIsValid(logid))
 		ereport(ERROR,
@@ -443,8 +444,9 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 	pd = RelationGetPartitionDesc(logrel, true);
 	targets = palloc0(sizeof(PartitionTarget) * Max(pd->nparts, 1));
 	estate = CreateExecutorState();
-	slots = palloc(sizeof(TupleTableSlot *) * WRITE_BATCH);
-	for (i = 0; i < WRITE_BATCH; i++)
+	nslots_made = Min(nevents, WRITE_BATCH);
+	slots = palloc(sizeof(TupleTableSlot *) * nslots_made);
+	for (i = 0; i < nslots_made; i++)
 		slots[i] = MakeSingleTupleTableSlot(event_log_desc(), &TTSOpsHeapTuple);
 	if (nevents > WRITE_BATCH)
 		bistate = GetBulkInsertState();
@@ -525,7 +527,7 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 		ExecCloseIndices(targets[i].rri);
 		table_close(targets[i].rel, NoLock);
 	}
-	for (i = 0; i < WRITE_BATCH; i++)
+	for (i = 0; i < nslots_made; i++)
 		ExecDropSingleTupleTableSlot(slots[i]);
 	FreeExecutorState(estate);
 	table_close(logrel, NoLock);
