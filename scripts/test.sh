@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Builds and installs notify_ext, starts a throwaway cluster in .run/ and
+# runs every test suite against it:
+#   regress    pg_regress, test/sql/*.sql against test/expected/*.out
+#   isolation  pg_isolation_regress, test/specs/*.spec against test/expected/*.out
+#   e2e        pytest, test/e2e/test_*.py
+# Both pg_regress suites run through the Makefile's `make installcheck`, in a
+# copy of test/ under the run directory, so that concurrent runs never write
+# into the source tree (results: <run dir>/check/test/results and
+# <run dir>/check/test/output_iso/results).
+#
+# Ends with the line "N passed, N failed" summed over all suites and exits
+# non-zero when anything failed.
+#
+# Environment: NOTIFY_EXT_RUN_DIR, NOTIFY_EXT_PORT (see scripts/lib.sh),
+# NOTIFY_EXT_SUITE_TIMEOUT (seconds per suite, default 900),
+# NOTIFY_EXT_PYTEST_ARGS (extra pytest arguments, e.g. "-k crash").
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SUITE_TIMEOUT=${NOTIFY_EXT_SUITE_TIMEOUT:-900}
+
+# Settings the tests rely on, on top of the ones every throwaway cluster has.
+#
+# synchronous_standby_names names a standby that never connects, while
+# synchronous_commit = local keeps ordinary commits from waiting for it.  A
+# session that sets synchronous_commit = on then blocks inside COMMIT (after
+# its commit record is flushed, before it returns) until it is cancelled
+# with pg_cancel_backend(): this lets the isolation specs hold a transaction
+# in the middle of its commit (it is not visible to others meanwhile).
+# isolationtester only notices waits on heavyweight locks, so a spec marks
+# that COMMIT step with (*) (reported as waiting at once), and the very next
+# step must be the one that cancels it: launching any later step first waits
+# for the COMMIT to finish.  fsync stays on: the e2e crash tests stop the
+# server with -m immediate and count on committed events surviving.
+TEST_CONF="
+# Tests hold a transaction inside its COMMIT by setting synchronous_commit = on
+# in one session: the standby below never connects, so that COMMIT waits until
+# it is cancelled. Every other session commits locally.
+synchronous_standby_names = 'notify_ext_absent_standby'
+synchronous_commit = local
+fsync = on
+"
+
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+SUMMARY=()
+
+# run_suite OUTPUT_FILE COMMAND...: runs COMMAND under the suite timeout,
+# showing its output as it comes and keeping a copy in OUTPUT_FILE (or not,
+# for an empty name); returns its exit status.  It runs in the background
+# (timeout puts it in a process group of its own) so that an interrupt
+# reaches on_signal at once, which ends the whole group.
+SUITE_PID=
+run_suite() {
+	local out=$1 rc=0 tail_pid=
+	shift
+	if [ -n "$out" ]; then
+		: >"$out"
+		timeout --kill-after=30 "$SUITE_TIMEOUT" "$@" </dev/null >"$out" 2>&1 &
+		SUITE_PID=$!
+		tail -n +1 -f --pid="$SUITE_PID" "$out" &
+		tail_pid=$!
+	else
+		timeout --kill-after=30 "$SUITE_TIMEOUT" "$@" </dev/null &
+		SUITE_PID=$!
+	fi
+	wait "$SUITE_PID" || rc=$?
+	SUITE_PID=
+	[ -z "$tail_pid" ] || wait "$tail_pid" || true
+	return "$rc"
+}
+
+# record SUITE PASSED FAILED NOTE
+record() {
+	TOTAL_PASSED=$((TOTAL_PASSED + $2))
+	TOTAL_FAILED=$((TOTAL_FAILED + $3))
+	SUMMARY+=("$(printf '  %-10s %4d passed, %4d failed%s' "$1" "$2" "$3" "${4:+  ($4)}")")
+}
+
+# show_diffs FILE: the first lines of a regression.diffs.
+show_diffs() {
+	local f=$1 max=300 n
+	[ -s "$f" ] || return 0
+	n=$(wc -l <"$f")
+	echo "---- $f (${n} lines) ----"
+	head -n "$max" "$f"
+	[ "$n" -le "$max" ] || echo "... $((n - max)) more lines in $f"
+	echo "----"
+}
+
+# count_pg_regress OUTPUT_FILE: prints "passed failed" from pg_regress's
+# per-test lines ("test foo ... ok", "     foo ... FAILED").
+count_pg_regress() {
+	awk '
+		/ \.\.\. ok( |$)/      { p++ }
+		/ \.\.\. FAILED( |$)/  { f++ }
+		END { printf "%d %d\n", p, f }' "$1"
+}
+
+# run_installcheck SUITE: one of the two pg_regress suites via make installcheck.
+run_installcheck() {
+	local suite=$1 check=$RUN_DIR/check out rc=0 p f diffs note=
+	out=$RUN_DIR/$suite.out
+	local only=()
+	case $suite in
+	regress)
+		only=(ISOLATION=)
+		diffs=$check/test/regression.diffs
+		;;
+	isolation)
+		only=(REGRESS=)
+		diffs=$check/test/output_iso/regression.diffs
+		;;
+	esac
+
+	echo
+	echo "======== $suite ========"
+	run_suite "$out" make --no-print-directory -C "$check" -f "$REPO_DIR/Makefile" \
+		PG_CONFIG="$PG_CONFIG" "${only[@]}" installcheck || rc=$?
+	read -r p f < <(count_pg_regress "$out")
+	if [ "$rc" -ne 0 ]; then
+		[ "$rc" -ne 124 ] || note="timed out after ${SUITE_TIMEOUT}s"
+		if [ "$f" -eq 0 ]; then
+			f=1
+			note=${note:-"make installcheck exited with $rc"}
+		fi
+		show_diffs "$diffs"
+	fi
+	record "$suite" "$p" "$f" "$note"
+}
+
+# Copies the pg_regress inputs into the run directory and runs both suites.
+run_pg_regress_suites() {
+	local check=$RUN_DIR/check d
+	rm -rf "$check"
+	mkdir -p "$check/test"
+	cp "$REPO_DIR/notify_ext.control" "$check/"
+	for d in sql expected specs input output data; do
+		[ ! -d "$REPO_DIR/test/$d" ] || cp -a "$REPO_DIR/test/$d" "$check/test/"
+	done
+
+	if compgen -G "$REPO_DIR/test/sql/*.sql" >/dev/null; then
+		run_installcheck regress
+	else
+		record regress 0 0 "no tests in test/sql"
+	fi
+	if compgen -G "$REPO_DIR/test/specs/*.spec" >/dev/null; then
+		run_installcheck isolation
+	else
+		record isolation 0 0 "no tests in test/specs"
+	fi
+}
+
+run_e2e() {
+	local junit=$RUN_DIR/e2e-junit.xml rc=0 p f note=
+	if ! compgen -G "$REPO_DIR/test/e2e/test_*.py" >/dev/null; then
+		record e2e 0 0 "no tests in test/e2e"
+		return
+	fi
+	echo
+	echo "======== e2e ========"
+	rm -f "$junit"
+	# shellcheck disable=SC2086
+	run_suite "" env \
+		NOTIFY_EXT_TEST_DSN="host=$SOCK_DIR port=$PGPORT dbname=notify_ext_e2e user=postgres" \
+		NOTIFY_EXT_PGDATA="$PGDATA" \
+		NOTIFY_EXT_PGBIN="$PGBIN" \
+		NOTIFY_EXT_PGLOG="$PG_LOG" \
+		PYTHONDONTWRITEBYTECODE=1 \
+		"$PYTHON" -m pytest -p no:cacheprovider -rfE --junitxml="$junit" \
+		${NOTIFY_EXT_PYTEST_ARGS:-} "$REPO_DIR/test/e2e" || rc=$?
+	p=0 f=0
+	if [ -s "$junit" ]; then
+		read -r p f < <("$PYTHON" - "$junit" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+tests = failed = skipped = 0
+for s in suites:
+    tests += int(s.get("tests", 0))
+    failed += int(s.get("failures", 0)) + int(s.get("errors", 0))
+    skipped += int(s.get("skipped", 0))
+print(tests - failed - skipped, failed)
+PY
+		)
+	fi
+	case $rc in
+	0) ;;
+	5) note="no tests collected" ;;
+	*)
+		[ "$rc" -ne 124 ] || note="timed out after ${SUITE_TIMEOUT}s"
+		if [ "$f" -eq 0 ]; then
+			f=1
+			note=${note:-"pytest exited with $rc"}
+		fi
+		;;
+	esac
+	record e2e "$p" "$f" "$note"
+}
+
+# A set-up step that fails (packages, build, cluster) counts as one failure,
+# so that the run still ends with its summary line.
+die() {
+	printf 'error: %s\n' "$*" >&2
+	cluster_stop >/dev/null 2>&1 || true
+	trap - EXIT
+	echo "$TOTAL_PASSED passed, $((TOTAL_FAILED + 1)) failed"
+	exit 1
+}
+
+on_exit() {
+	cluster_stop >/dev/null 2>&1 || true
+}
+
+on_signal() {
+	[ -z "$SUITE_PID" ] || kill -TERM -- "-$SUITE_PID" 2>/dev/null || true
+	exit 130
+}
+
+ensure_packages
+build_install
+set_run_dir .run
+trap on_exit EXIT
+trap on_signal INT TERM
+cluster_init postgres "$TEST_CONF"
+cluster_start
+
+run_pg_regress_suites
+run_e2e
+
+if [ "$TOTAL_FAILED" -ne 0 ]; then
+	echo
+	echo "---- last lines of the server log ($PG_LOG) ----"
+	tail -n 40 "$PG_LOG" || true
+	echo "----"
+fi
+
+cluster_stop
+trap - EXIT
+
+echo
+echo "Summary:"
+printf '%s\n' "${SUMMARY[@]}"
+echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
+[ "$TOTAL_FAILED" -eq 0 ]
