@@ -25,13 +25,10 @@ SUITE_TIMEOUT=${NOTIFY_EXT_SUITE_TIMEOUT:-900}
 # synchronous_standby_names names a standby that never connects, while
 # synchronous_commit = local keeps ordinary commits from waiting for it.  A
 # session that sets synchronous_commit = on then blocks inside COMMIT (after
-# its commit record is flushed, before it returns) until it is cancelled
-# with pg_cancel_backend(): this lets the isolation specs hold a transaction
-# in the middle of its commit (it is not visible to others meanwhile).
-# isolationtester only notices waits on heavyweight locks, so a spec marks
-# that COMMIT step with (*) (reported as waiting at once), and the very next
-# step must be the one that cancels it: launching any later step first waits
-# for the COMMIT to finish.  fsync stays on: the e2e crash tests stop the
+# its events were numbered and its commit record flushed, before it becomes
+# visible) until it is cancelled with pg_cancel_backend().  The isolation
+# spec commit_order.spec runs that COMMIT over dblink, so that the spec's own
+# sessions go on meanwhile.  fsync stays on: the e2e crash tests stop the
 # server with -m immediate and count on committed events surviving.
 TEST_CONF="
 # Tests hold a transaction inside its COMMIT by setting synchronous_commit = on
