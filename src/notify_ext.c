@@ -14,6 +14,7 @@
 
 #include "notify_ext.h"
 #include "principal.h"
+#include "retention.h"
 #include "webhook.h"
 
 PG_MODULE_MAGIC;
@@ -59,6 +60,7 @@ _PG_init(void)
 
 	principal_init();
 	consumer_init();
+	retention_init();
 	webhook_init();
 
 	MarkGUCPrefixReserved("notify_ext");

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Retention benchmark: notify_ext.prune() against a DELETE of the same rows,
+# and what pruning costs a concurrent writer.  Prints timings and ratios; it
+# never fails because of a timing (only because of an error).
+#
+#   1. The event log is loaded with BENCH_DAYS days of events
+#      (BENCH_EVENTS_PER_DAY each, 10 x 1,000,000 by default), backdated to
+#      the days 1 .. BENCH_DAYS ago, written straight into the log (as a
+#      superuser), then VACUUM ANALYZE and CHECKPOINT.  Retention is 7 days:
+#      the days 8, 9 and 10 ago (3,000,000 events) have expired.
+#   2. Baseline: a writer (pgbench, one client, single-row INSERT
+#      transactions into a tracked table: one event each) for
+#      BENCH_WRITER_SECONDS.
+#   3. DELETE: the expired rows are deleted with one
+#      DELETE FROM notify_ext.event_log WHERE occurred_at < <boundary> while
+#      the writer runs, then rolled back (so that prune() finds them again).
+#   4. prune(): notify_ext.prune() drops the expired day partitions while
+#      the writer runs.
+#   Reported: the time of the DELETE and of prune() and their ratio (target
+#   >= 50x); the writer's transactions per second within the time window
+#   of the DELETE and of prune() (transactions that ended inside it, from
+#   pgbench's per-transaction log) against the baseline (target >= 0.9x),
+#   and the writer's slowest transaction in each window.
+#
+# Connection: the usual libpq variables.  PGDATABASE (default postgres) is
+# only used to create and drop a database of its own, $BENCH_DB.  The
+# server must have notify_ext in shared_preload_libraries.
+#
+# Knobs (environment):
+#   BENCH_DAYS             days of events                 (default 10)
+#   BENCH_EVENTS_PER_DAY   events per day                 (default 1000000)
+#   BENCH_WRITER_SECONDS   baseline writer run            (default 10)
+#   BENCH_PRUNE_ROUNDS     prune() rounds (each reloads the expired days,
+#                          measures a baseline and then prune())   (default 3)
+#   BENCH_DB               database to create and drop    (default notify_ext_retention_bench)
+set -euo pipefail
+
+DAYS=${BENCH_DAYS:-10}
+PER_DAY=${BENCH_EVENTS_PER_DAY:-1000000}
+WRITER_SECONDS=${BENCH_WRITER_SECONDS:-10}
+PRUNE_ROUNDS=${BENCH_PRUNE_ROUNDS:-3}
+BENCH_DB=${BENCH_DB:-notify_ext_retention_bench}
+MAINT_DB=${PGDATABASE:-postgres}
+[ "$MAINT_DB" != "$BENCH_DB" ] || MAINT_DB=postgres
+KEEP_DAYS=7
+
+PSQL=(psql -X -q -v ON_ERROR_STOP=1)
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
+PGBENCH=pgbench
+if ! command -v pgbench >/dev/null && command -v pg_config >/dev/null; then
+	PGBENCH=$(pg_config --bindir)/pgbench
+fi
+PYTHON=/usr/bin/python3
+[ -x "$PYTHON" ] || PYTHON=python3
+
+WORK=$(mktemp -d)
+cleanup() {
+	rm -rf "$WORK"
+	"${PSQL[@]}" -d "$MAINT_DB" -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+bq() { "${PSQL[@]}" -d "$BENCH_DB" -A -t "$@"; }
+
+echo "retention bench: $DAYS days x $PER_DAY events, keep $KEEP_DAYS days"
+"${PSQL[@]}" -d "$MAINT_DB" -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB"
+bq -c "CREATE EXTENSION notify_ext" \
+   -c "CREATE TABLE public.ret_bench_items (id bigserial PRIMARY KEY, note text)" \
+   -c "SELECT notify_ext.track('public.ret_bench_items', 'item')" \
+   -c "SELECT notify_ext.create_event_partitions(7, $DAYS + 1)" >/dev/null
+
+# load_day K: PER_DAY events spread over the UTC day K days ago.  seqs are
+# far above anything the writer gets, so they never collide.
+load_day() {
+	local k=$1
+	bq -c "
+	INSERT INTO notify_ext.event_log
+	SELECT 1000000000000 + $k::bigint * $PER_DAY + i,
+	       ((now() AT TIME ZONE 'UTC')::date - $k)::timestamp AT TIME ZONE 'UTC'
+	           + (i::double precision / $PER_DAY) * interval '1 day',
+	       'bench.stream', 'item.update', 'r' || (i % 1000), 'item',
+	       ARRAY['root', 'r' || (i % 1000)], 'bench',
+	       ('{\"id\": ' || i || ', \"note\": \"some payload text\"}')::json, ARRAY['note']
+	  FROM generate_series(0, $PER_DAY - 1) i" >/dev/null
+}
+
+# load_days FIRST LAST, two at a time.
+load_days() {
+	local k
+	for ((k = $1; k <= $2; k += 2)); do
+		load_day "$k" &
+		if ((k + 1 <= $2)); then load_day $((k + 1)) & fi
+		wait
+	done
+}
+
+# Autovacuum would wake up on the freshly loaded tables in the middle of
+# the timed windows and take a CPU from the writer: it is switched off for
+# the bench's tables, and the bench VACUUMs them itself.
+quiet_autovacuum() {
+	bq -c "DO \$\$ DECLARE r regclass; BEGIN
+	         FOR r IN SELECT rel FROM notify_ext._event_partitions()
+	                  UNION ALL SELECT 'notify_ext.event_log_default'::regclass
+	                  UNION ALL SELECT 'public.ret_bench_items'::regclass LOOP
+	             EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = off)', r);
+	         END LOOP; END \$\$" >/dev/null
+	while [ "$(bq -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'
+	                    AND datname = current_database()")" != 0 ]; do
+		sleep 1
+	done
+}
+
+t0=$(date +%s.%N)
+quiet_autovacuum
+load_days 1 "$DAYS"
+bq -c "VACUUM ANALYZE notify_ext.event_log" -c "CHECKPOINT" >/dev/null
+t1=$(date +%s.%N)
+total=$(bq -c "SELECT count(*) FROM notify_ext.event_log")
+printf "loaded %s events in %s s\n" "$total" "$("$PYTHON" -c "print(round($t1 - $t0))")"
+
+# The boundary prune() uses: day partitions that ended at least 7 days ago.
+BOUNDARY=$(bq -c "SELECT max(upper_bound) FROM notify_ext._event_partitions()
+                  WHERE upper_bound <= now() - interval '$KEEP_DAYS days'")
+EXPIRED=$(bq -c "SELECT count(*) FROM notify_ext.event_log WHERE occurred_at < '$BOUNDARY'")
+echo "expired: $EXPIRED events before $BOUNDARY"
+
+cat >"$WORK/insert.sql" <<'EOF'
+INSERT INTO public.ret_bench_items (note) VALUES ('written while pruning');
+EOF
+
+# writer SECONDS PREFIX: pgbench in the background with a per-transaction log.
+writer() {
+	(cd "$WORK" && "$PGBENCH" -n -c 1 -j 1 -T "$1" -f insert.sql -l --log-prefix="log_$2" "$BENCH_DB" \
+		>"$WORK/$2.out" 2>&1) || { cat "$WORK/$2.out" >&2; return 1; }
+}
+
+# window_stats PREFIX T0 T1: "tps max_latency_ms" of the transactions that
+# ended within [T0, T1] (T0 = T1 = 0: the whole run, first/last second cut).
+window_stats() {
+	cat "$WORK"/log_"$1".* | "$PYTHON" -c '
+import sys
+t0, t1 = float(sys.argv[1]), float(sys.argv[2])
+ends, lat = [], []
+for line in sys.stdin:
+    f = line.split()
+    ends.append(int(f[4]) + int(f[5]) / 1e6)
+    lat.append(int(f[2]) / 1000.0)
+pairs = sorted(zip(ends, lat))
+if t0 == 0 and t1 == 0:
+    t0, t1 = pairs[0][0] + 1, pairs[-1][0] - 1
+inside = [l for e, l in pairs if t0 <= e <= t1]
+# a transaction that was held across the window ends after it: count it
+held = max([l for e, l in pairs if e > t1 and e - l / 1000.0 < t1] or [0])
+print("%.1f %.1f" % (len(inside) / (t1 - t0), max(inside + [held])))
+' "$2" "$3"
+}
+
+ratio() { "$PYTHON" -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print('%.2f' % (a / b) if b else 'inf')" "$1" "$2"; }
+
+# timed PREFIX SQL: runs SQL while a writer runs; prints "seconds t0 t1".
+timed() {
+	local prefix=$1 sql=$2 secs=$3
+	writer "$secs" "$prefix" &
+	local wpid=$!
+	sleep 2
+	bq -v sql="$sql" >"$WORK/$prefix.timing" <<'EOF'
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+BEGIN;
+:sql
+ROLLBACK;
+SELECT extract(epoch FROM clock_timestamp()) AS t1 \gset
+\echo :t0 :t1
+EOF
+	wait "$wpid"
+	cat "$WORK/$prefix.timing"
+}
+
+# ---- DELETE of the expired rows (rolled back) while the writer runs
+writer "$WRITER_SECONDS" base0
+read -r base_tps base_max < <(window_stats base0 0 0)
+echo "writer alone: $base_tps tps (slowest transaction $base_max ms)"
+
+# The writer runs for as long as the DELETE takes, and some.
+del_est=$(( (EXPIRED / 150000) + 15 ))
+read -r d0 d1 < <(timed del "DELETE FROM notify_ext.event_log WHERE occurred_at < '$BOUNDARY';" "$del_est")
+delete_s=$("$PYTHON" -c "print('%.3f' % ($d1 - $d0))")
+read -r del_tps del_max < <(window_stats del "$d0" "$d1")
+echo "DELETE of $EXPIRED rows: $delete_s s; writer meanwhile $del_tps tps ($(ratio "$del_tps" "$base_tps")x), slowest $del_max ms"
+# What the rolled-back DELETE left (aborted xmax) is hinted before prune().
+bq -c "SELECT count(*) FROM notify_ext.event_log WHERE occurred_at < '$BOUNDARY'" -c "VACUUM notify_ext.event_log" -c "CHECKPOINT" >/dev/null
+
+# ---- prune(), a few rounds: each one drops the expired days (reloaded
+# after the first round) while the writer runs.
+prune_times=()
+prune_ratios=()
+win_tx=0
+win_s=0
+base_sum=0
+for ((round = 1; round <= PRUNE_ROUNDS; round++)); do
+	if ((round > 1)); then
+		bq -c "SELECT notify_ext.create_event_partitions(7, $DAYS + 1)" >/dev/null
+		quiet_autovacuum
+		load_days $((KEEP_DAYS + 1)) "$DAYS"
+		bq -c "VACUUM ANALYZE notify_ext.event_log" -c "CHECKPOINT" >/dev/null
+	fi
+	writer "$WRITER_SECONDS" "base$round"
+	read -r b_tps b_max < <(window_stats "base$round" 0 0)
+	writer 6 "prune$round" &
+	wpid=$!
+	sleep 2
+	bq >"$WORK/prune$round.timing" <<'EOF'
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT notify_ext.prune() AS result \gset
+SELECT extract(epoch FROM clock_timestamp()) AS t1 \gset
+\echo :t0 :t1 :result
+EOF
+	wait "$wpid"
+	read -r p0 p1 result <"$WORK/prune$round.timing"
+	prune_s=$("$PYTHON" -c "print('%.3f' % ($p1 - $p0))")
+	read -r p_tps p_max < <(window_stats "prune$round" "$p0" "$p1")
+	read -r run_tps run_max < <(window_stats "prune$round" 0 0)
+	r=$(ratio "$p_tps" "$b_tps")
+	echo "prune() round $round: $prune_s s $result"
+	echo "  writer alone $b_tps tps (slowest $b_max ms); within the prune() window $p_tps tps (${r}x), slowest $p_max ms;"
+	echo "  over the whole writer run around it $run_tps tps ($(ratio "$run_tps" "$b_tps")x)"
+	prune_times+=("$prune_s")
+	prune_ratios+=("$r")
+	win_tx=$("$PYTHON" -c "print($win_tx + $p_tps * ($p1 - $p0))")
+	win_s=$("$PYTHON" -c "print($win_s + $p1 - $p0)")
+	base_sum=$("$PYTHON" -c "print($base_sum + $b_tps)")
+done
+
+best_prune=$(printf '%s\n' "${prune_times[@]}" | sort -n | sed -n "$(( (${#prune_times[@]} + 1) / 2 ))p")
+min_ratio=$(printf '%s\n' "${prune_ratios[@]}" | sort -n | head -1)
+echo
+echo "summary:"
+echo "  DELETE $delete_s s vs prune() median $best_prune s: $(ratio "$delete_s" "$best_prune")x faster (target >= 50x)"
+pooled=$("$PYTHON" -c "print('%.2f' % (($win_tx / $win_s) / ($base_sum / $PRUNE_ROUNDS)))")
+echo "  writer throughput within the prune() windows: ${pooled}x of the writer alone, all rounds pooled;"
+echo "    worst round ${min_ratio}x (target >= 0.9x)"
+echo "  writer throughput while the DELETE runs: $(ratio "$del_tps" "$base_tps")x"

@@ -1,0 +1,424 @@
+--------------------------------------------------------------------------
+-- Retention (see docs/retention.md)
+--
+-- notify_ext.prune() removes what has expired:
+--   - events: whole day partitions of notify_ext.event_log whose day ended
+--     more than notify_ext.event_retention ago are dropped; rows are never
+--     deleted one by one (except stray ones in the default partition);
+--   - read personal notifications older than
+--     notify_ext.read_notification_retention (by ts), in bounded batches;
+--   - webhook delivery records older than notify_ext.delivery_retention (by
+--     created_at), in bounded batches, once notify_ext.delivery_log exists.
+-- It also creates the partitions of the coming days.  The strong locks
+-- (attaching and dropping partitions) come last and are only taken when
+-- they are free within notify_ext.prune_lock_timeout; what cannot be locked
+-- is left for the next run and reported as deferred.
+--------------------------------------------------------------------------
+
+-- Finds read notifications by age without looking at unread ones.  Only
+-- read rows are in it: creating notifications does not touch it.
+CREATE INDEX notifications_read_ts_idx ON notify_ext.notifications (ts) WHERE read;
+
+-- Internal: the partitions of the event log with their bounds (the default
+-- partition has none and is not listed).
+CREATE FUNCTION notify_ext._event_partitions()
+    RETURNS TABLE (rel regclass, name text, lower_bound timestamptz, upper_bound timestamptz)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.oid::regclass, c.relname::text, m[1]::timestamptz, m[2]::timestamptz
+      FROM pg_catalog.pg_inherits i
+      JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+     CROSS JOIN LATERAL pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                                                'FROM \(''([^'']*)''\) TO \(''([^'']*)''\)') m
+     WHERE i.inhparent = 'notify_ext.event_log'::pg_catalog.regclass
+       AND m IS NOT NULL
+$$;
+REVOKE ALL ON FUNCTION notify_ext._event_partitions() FROM PUBLIC;
+
+-- Internal: before the events of a partition (all of them, or those that
+-- occurred before older_than) are removed, adds to each stream consumer's
+-- `missed` how many of them were in its scope and never delivered to it
+-- (seq above its delivered_upto).  Returns the sum added.
+--
+-- Only consumers behind the partition's last event are looked at, and their
+-- rows are locked first (FOR UPDATE, under the caller's lock_timeout): a
+-- fetch of such a consumer waits until the removal commits, so nothing is
+-- counted that is delivered meanwhile.  Consumers that kept up are neither
+-- locked nor scanned.
+CREATE FUNCTION notify_ext._count_missed_before_drop(partition regclass,
+                                                     older_than timestamptz DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_max bigint;
+    v_total bigint;
+BEGIN
+    IF pg_catalog.to_regclass('notify_ext.consumers') IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE pg_catalog.format('SELECT max(seq) FROM %s', partition) INTO v_max;
+    IF v_max IS NULL
+       OR NOT EXISTS (SELECT 1 FROM notify_ext.consumers c WHERE c.delivered_upto < v_max) THEN
+        RETURN 0;
+    END IF;
+    EXECUTE pg_catalog.format($q$
+        WITH lagging AS MATERIALIZED (
+            SELECT c.id, c.delivered_upto, c.resource_id, c.include_subresources,
+                   c.streams, c.operations, c.from_date
+              FROM notify_ext.consumers c
+             WHERE c.delivered_upto < $1
+             ORDER BY c.id
+               FOR UPDATE),
+        counts AS (
+            SELECT c.id,
+                   (SELECT count(*) FROM %s e
+                     WHERE e.seq > c.delivered_upto
+                       AND ($2::timestamptz IS NULL OR e.occurred_at < $2)
+                       AND (c.resource_id IS NULL OR e.resource_id = c.resource_id
+                            OR (c.include_subresources AND c.resource_id = ANY (e.resource_path)))
+                       AND (c.streams IS NULL OR e.stream = ANY (c.streams))
+                       AND (c.operations IS NULL OR e.operation = ANY (c.operations))
+                       AND (c.from_date IS NULL OR e.occurred_at >= c.from_date)) AS n
+              FROM lagging c),
+        upd AS (
+            UPDATE notify_ext.consumers c SET missed = c.missed + counts.n
+              FROM counts
+             WHERE c.id = counts.id AND counts.n > 0
+            RETURNING counts.n)
+        SELECT COALESCE(sum(upd.n), 0)::bigint FROM upd$q$, partition)
+        INTO v_total USING v_max, older_than;
+    RETURN v_total;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._count_missed_before_drop(regclass, timestamptz) FROM PUBLIC;
+
+-- Internal: a retention setting as an interval (the GUC's check hook has
+-- already refused anything that is not a positive interval).
+CREATE FUNCTION notify_ext._retention_interval(settings jsonb, name text) RETURNS interval
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v interval;
+BEGIN
+    v := (settings ->> name)::interval;
+    IF v IS NULL OR v <= interval '0' THEN
+        RAISE EXCEPTION 'notify_ext.% must be a positive interval, not "%"', name, settings ->> name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Set it to an interval such as ''7 days''.';
+    END IF;
+    RETURN v;
+EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+    RAISE EXCEPTION 'notify_ext.% must be a positive interval, not "%"', name, settings ->> name
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Set it to an interval such as ''7 days''.';
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._retention_interval(jsonb, text) FROM PUBLIC;
+
+CREATE FUNCTION notify_ext.prune() RETURNS jsonb
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_settings jsonb := notify_ext._retention_settings();
+    v_event_retention interval := notify_ext._retention_interval(v_settings, 'event_retention');
+    v_read_retention interval := notify_ext._retention_interval(v_settings, 'read_notification_retention');
+    v_delivery_retention interval := notify_ext._retention_interval(v_settings, 'delivery_retention');
+    v_batch integer := (v_settings ->> 'prune_batch_size')::integer;
+    v_max_batches integer := (v_settings ->> 'prune_max_batches')::integer;
+    v_budget integer := (v_settings ->> 'prune_lock_timeout_ms')::integer;
+    v_ahead integer := (v_settings ->> 'partitions_ahead')::integer;
+    v_old_timeout text := pg_catalog.current_setting('lock_timeout');
+    v_now timestamptz := pg_catalog.now();
+    v_cutoff timestamptz;
+    v_cut timestamptz;
+    v_events bigint := 0;
+    v_partitions integer := 0;
+    v_read bigint := 0;
+    v_deliveries bigint := 0;
+    v_missed bigint := 0;
+    v_created jsonb;
+    v_deferred text[] := '{}';
+    v_incomplete text[] := '{}';
+    v_rels regclass[];
+    v_names text[];
+    v_rel regclass;
+    v_rows bigint;
+    v_estimated boolean := false;
+    v_n bigint;
+    v_i integer;
+BEGIN
+    PERFORM notify_ext._require_service_caller('notify_ext.prune()');
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('notify_ext.prune')::bigint) THEN
+        RETURN pg_catalog.jsonb_build_object(
+            'events', 0, 'partitions', 0, 'read_notifications', 0, 'deliveries', 0,
+            'missed', 0, 'partitions_created', 0, 'deferred', '[]'::jsonb, 'incomplete', '[]'::jsonb,
+            'note', 'another notify_ext.prune() is running in this database; nothing done');
+    END IF;
+
+    -- Read notifications, oldest first; rows someone holds are left for next time.
+    v_cutoff := v_now - v_read_retention;
+    FOR v_i IN 1 .. v_max_batches LOOP
+        WITH doomed AS (
+            SELECT n.id FROM notify_ext.notifications n
+             WHERE n.read AND n.ts < v_cutoff
+             ORDER BY n.ts
+             LIMIT v_batch
+               FOR UPDATE SKIP LOCKED),
+        del AS (
+            DELETE FROM notify_ext.notifications n USING doomed
+             WHERE n.id = doomed.id
+            RETURNING 1)
+        SELECT count(*) INTO v_n FROM del;
+        v_read := v_read + v_n;
+        EXIT WHEN v_n < v_batch;
+        IF v_i = v_max_batches THEN
+            v_incomplete := v_incomplete || 'read_notifications'::text;
+        END IF;
+    END LOOP;
+
+    -- Webhook delivery records, once webhooks exist.
+    IF pg_catalog.to_regclass('notify_ext.delivery_log') IS NOT NULL THEN
+        v_cutoff := v_now - v_delivery_retention;
+        FOR v_i IN 1 .. v_max_batches LOOP
+            EXECUTE 'DELETE FROM notify_ext.delivery_log d
+                      WHERE d.ctid = ANY (ARRAY(SELECT o.ctid FROM notify_ext.delivery_log o
+                                                 WHERE o.created_at < $1
+                                                 LIMIT $2 FOR UPDATE SKIP LOCKED))'
+                USING v_cutoff, v_batch;
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+            v_deliveries := v_deliveries + v_n;
+            EXIT WHEN v_n < v_batch;
+            IF v_i = v_max_batches THEN
+                v_incomplete := v_incomplete || 'deliveries'::text;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- Expired events that landed in the default partition (their day had
+    -- no partition when they were written): deleted in batches, at most
+    -- prune_batch_size * prune_max_batches of them per run, oldest first.
+    v_cutoff := v_now - v_event_retention;
+    SELECT d.occurred_at INTO v_cut
+      FROM notify_ext.event_log_default d
+     WHERE d.occurred_at < v_cutoff
+     ORDER BY d.occurred_at
+    OFFSET v_batch::bigint * v_max_batches LIMIT 1;
+    IF FOUND THEN
+        v_incomplete := v_incomplete || 'events'::text;
+    ELSE
+        v_cut := v_cutoff;
+    END IF;
+    IF EXISTS (SELECT 1 FROM notify_ext.event_log_default d WHERE d.occurred_at < v_cut) THEN
+        v_missed := v_missed + notify_ext._count_missed_before_drop('notify_ext.event_log_default', v_cut);
+        LOOP
+            DELETE FROM notify_ext.event_log_default e
+             WHERE e.ctid = ANY (ARRAY(SELECT d.ctid FROM notify_ext.event_log_default d
+                                        WHERE d.occurred_at < v_cut LIMIT v_batch));
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+            v_events := v_events + v_n;
+            EXIT WHEN v_n < v_batch;
+        END LOOP;
+    END IF;
+
+    -- Partitions of the coming days (usually all there already: no locks).
+    v_created := notify_ext._create_event_partitions(v_ahead, 0, v_budget);
+    SELECT v_deferred || COALESCE(pg_catalog.array_agg(x), '{}') INTO v_deferred
+      FROM pg_catalog.jsonb_array_elements_text(v_created -> 'deferred') x;
+
+    -- Whole days past retention.  Their rows are counted first; then, in
+    -- one go, the consumers' losses are counted (locking the rows of the
+    -- consumers that are behind), the event log is locked and the
+    -- partitions are dropped, so that writers wait only for the DROPs and
+    -- the commit right after them.  If a lock is not to be had, nothing is
+    -- dropped and everything waits for the next run.
+    SELECT pg_catalog.array_agg(p.rel ORDER BY p.upper_bound),
+           pg_catalog.array_agg(p.name ORDER BY p.upper_bound)
+      INTO v_rels, v_names
+      FROM notify_ext._event_partitions() p
+     WHERE p.upper_bound <= v_cutoff;
+    IF v_rels IS NOT NULL THEN
+        -- A partition VACUUM has counted since it last changed (a past day,
+        -- normally) is not counted again: VACUUM's count is used.
+        v_rows := 0;
+        FOREACH v_rel IN ARRAY v_rels LOOP
+            SELECT c.reltuples::bigint INTO v_n
+              FROM pg_catalog.pg_class c
+             WHERE c.oid = v_rel AND c.reltuples >= 0
+               AND pg_catalog.pg_stat_get_ins_since_vacuum(c.oid) = 0
+               AND pg_catalog.pg_stat_get_mod_since_analyze(c.oid) = 0
+               AND pg_catalog.pg_stat_get_dead_tuples(c.oid) = 0
+               AND (pg_catalog.pg_stat_get_last_vacuum_time(c.oid) IS NOT NULL
+                    OR pg_catalog.pg_stat_get_last_autovacuum_time(c.oid) IS NOT NULL);
+            IF FOUND THEN
+                v_estimated := true;
+            ELSE
+                EXECUTE pg_catalog.format('SELECT count(*) FROM %s WHERE seq > 0', v_rel) INTO v_n;
+            END IF;
+            v_rows := v_rows + v_n;
+        END LOOP;
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', GREATEST(v_budget, 1) || 'ms', true);
+            v_n := 0;
+            FOREACH v_rel IN ARRAY v_rels LOOP
+                v_n := v_n + notify_ext._count_missed_before_drop(v_rel);
+            END LOOP;
+            IF NOT notify_ext._lock_within('notify_ext.event_log', 'ACCESS EXCLUSIVE', v_budget) THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
+            END IF;
+            FOREACH v_rel IN ARRAY v_rels LOOP
+                IF NOT notify_ext._lock_within(v_rel, 'ACCESS EXCLUSIVE', v_budget) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
+                END IF;
+                EXECUTE pg_catalog.format('DROP TABLE %s', v_rel);
+            END LOOP;
+            PERFORM pg_catalog.set_config('lock_timeout', v_old_timeout, true);
+            v_partitions := pg_catalog.cardinality(v_rels);
+            v_events := v_events + v_rows;
+            v_missed := v_missed + v_n;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            v_deferred := v_deferred || v_names;
+        END;
+    END IF;
+
+    RETURN pg_catalog.jsonb_build_object(
+        'events', v_events,
+        'partitions', v_partitions,
+        'read_notifications', v_read,
+        'deliveries', v_deliveries,
+        'missed', v_missed,
+        'partitions_created', (v_created ->> 'created')::integer,
+        'deferred', pg_catalog.to_jsonb(v_deferred),
+        'incomplete', pg_catalog.to_jsonb(v_incomplete))
+        || CASE WHEN v_estimated THEN '{"events_from_vacuum_stats": true}'::jsonb ELSE '{}'::jsonb END;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext.prune() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION notify_ext.prune() TO PUBLIC;
+
+--------------------------------------------------------------------------
+-- Scheduling with pg_cron
+--
+-- pg_cron keeps its jobs in the database named by cron.database_name and
+-- runs each job in the database the job names.  When that is this
+-- database, the job is made with cron.schedule(); otherwise
+-- notify_ext._cron_call() makes it there with cron.schedule_in_database()
+-- (from a background worker connected to that database).  The job is owned
+-- by the extension's owner, so there is one job per database whoever
+-- schedules it, and it runs prune() with the owner's rights.
+--------------------------------------------------------------------------
+
+CREATE FUNCTION notify_ext._cron_call(op text, job_name text, schedule text DEFAULT NULL,
+                                      command text DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_cron_call';
+REVOKE ALL ON FUNCTION notify_ext._cron_call(text, text, text, text) FROM PUBLIC;
+
+-- Internal: the name of this database's pruning job.
+CREATE FUNCTION notify_ext._prune_job_name() RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'notify_ext_prune_' || pg_catalog.current_database()
+$$;
+
+-- Internal: the database pg_cron works in; 55000 when pg_cron is not loaded.
+CREATE FUNCTION notify_ext._pg_cron_database() RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_db text := pg_catalog.current_setting('cron.database_name', true);
+BEGIN
+    IF v_db IS NULL OR v_db = ''
+       OR NOT 'pg_cron' = ANY (pg_catalog.string_to_array(
+               pg_catalog.translate(pg_catalog.current_setting('shared_preload_libraries'), ' "', ''), ','))
+    THEN
+        RAISE EXCEPTION 'pg_cron is not loaded: scheduling notify_ext.prune() needs it'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Install postgresql-15-cron, add pg_cron to shared_preload_libraries and restart, '
+                         'then CREATE EXTENSION pg_cron in the database named by cron.database_name. '
+                         'Or call notify_ext.prune() every few minutes from any other scheduler.';
+    END IF;
+    RETURN v_db;
+END
+$$;
+
+CREATE FUNCTION notify_ext.schedule_pruning(schedule text DEFAULT '*/5 * * * *') RETURNS bigint
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_job text := notify_ext._prune_job_name();
+    v_command text := 'SELECT notify_ext.prune()';
+    v_cron_db text;
+    v_id bigint;
+BEGIN
+    PERFORM notify_ext._require_service_caller('notify_ext.schedule_pruning()');
+    IF schedule IS NULL OR pg_catalog.btrim(schedule) = '' THEN
+        RAISE EXCEPTION 'schedule must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a cron schedule such as ''*/5 * * * *''.';
+    END IF;
+    v_cron_db := notify_ext._pg_cron_database();
+    BEGIN
+        IF v_cron_db = pg_catalog.current_database() THEN
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+                RAISE EXCEPTION 'pg_cron is not installed in database "%" (named by cron.database_name)', v_cron_db
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = pg_catalog.format('Run CREATE EXTENSION pg_cron in database "%s".', v_cron_db);
+            END IF;
+            EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO v_id USING v_job, schedule, v_command;
+        ELSE
+            v_id := notify_ext._cron_call('schedule', v_job, schedule, v_command);
+        END IF;
+    EXCEPTION WHEN internal_error OR invalid_parameter_value THEN
+        -- pg_cron reports a bad schedule as "invalid schedule: ..."
+        IF SQLERRM LIKE 'invalid schedule%' THEN
+            RAISE EXCEPTION 'invalid pg_cron schedule "%"', schedule
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use five cron fields (minute hour day month weekday), e.g. ''*/5 * * * *'', or ''N seconds''.';
+        END IF;
+        RAISE;
+    END;
+    RETURN v_id;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext.schedule_pruning(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION notify_ext.schedule_pruning(text) TO PUBLIC;
+
+CREATE FUNCTION notify_ext.unschedule_pruning() RETURNS boolean
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_job text := notify_ext._prune_job_name();
+    v_cron_db text;
+    v_n bigint;
+BEGIN
+    PERFORM notify_ext._require_service_caller('notify_ext.unschedule_pruning()');
+    v_cron_db := notify_ext._pg_cron_database();
+    IF v_cron_db = pg_catalog.current_database() THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+            RAISE EXCEPTION 'pg_cron is not installed in database "%" (named by cron.database_name)', v_cron_db
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = pg_catalog.format('Run CREATE EXTENSION pg_cron in database "%s".', v_cron_db);
+        END IF;
+        EXECUTE 'SELECT count(cron.unschedule(j.jobid)) FROM cron.job j
+                  WHERE j.jobname = $1 AND j.username = current_user'
+            INTO v_n USING v_job;
+    ELSE
+        v_n := notify_ext._cron_call('unschedule', v_job);
+    END IF;
+    RETURN v_n > 0;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext.unschedule_pruning() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION notify_ext.unschedule_pruning() TO PUBLIC;

@@ -1,0 +1,452 @@
+/*
+ * retention.c: settings of retention (see docs/retention.md), and the call
+ * into pg_cron's database for schedule_pruning() / unschedule_pruning().
+ *
+ * The pruning itself is SQL (sql/0.1.0/40_retention.sql).  This file holds
+ * what SQL cannot do:
+ *
+ *   - the GUCs, with check hooks that refuse a value that is not a positive
+ *     interval when it is set (so a typo in postgresql.conf is reported at
+ *     reload, not by the next pruning run);
+ *   - notify_ext._retention_settings(): the settings as jsonb (calling it
+ *     also makes sure this library, and so the GUCs, are loaded);
+ *   - notify_ext._cron_call(): runs one pg_cron call in the database named
+ *     by cron.database_name, where pg_cron keeps its job table, when that
+ *     is not the current database.  A backend cannot switch databases, so a
+ *     short-lived background worker connects there as the calling role,
+ *     makes the call, commits, and hands the result (or the error) back
+ *     through a dynamic shared memory segment.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "notify_ext.h"
+#include "retention.h"
+
+PGDLLEXPORT void notify_ext_cron_worker_main(Datum arg);
+
+static char *event_retention = NULL;
+static char *read_notification_retention = NULL;
+static char *delivery_retention = NULL;
+static int	partitions_ahead = 7;
+static int	prune_batch_size = 5000;
+static int	prune_max_batches = 100;
+static int	prune_lock_timeout_ms = 100;
+
+/* ---------------------------------------------------------------------
+ * Settings
+ * --------------------------------------------------------------------- */
+
+/*
+ * Parses an interval the way interval_in() does, without raising errors
+ * (check hooks may run in the postmaster).  Returns false when str is not
+ * an interval.
+ */
+static bool
+parse_interval(const char *str, Interval *result)
+{
+	struct pg_itm_in tt;
+	int			dtype;
+	int			nf;
+	int			dterr;
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	char		workbuf[256];
+	char	   *copy;
+
+	memset(&tt, 0, sizeof(tt));
+	dterr = ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf);
+	if (dterr == 0)
+		dterr = DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &tt);
+	if (dterr == DTERR_BAD_FORMAT)
+	{
+		memset(&tt, 0, sizeof(tt));
+		copy = pstrdup(str);
+		dterr = DecodeISO8601Interval(copy, &dtype, &tt);
+		pfree(copy);
+	}
+	if (dterr != 0 || dtype != DTK_DELTA)
+		return false;
+	return itmin2interval(&tt, result) == 0;
+}
+
+static bool
+retention_check_hook(char **newval, void **extra, GucSource source)
+{
+	Interval	iv;
+	double		approx;
+
+	if (*newval == NULL || !parse_interval(*newval, &iv))
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("\"%s\" is not an interval", *newval ? *newval : "");
+		GUC_check_errhint("Give a positive interval such as '7 days' or '36 hours'.");
+		return false;
+	}
+	/* Months count as 30 days, as in interval comparison. */
+	approx = (double) iv.month * DAYS_PER_MONTH * USECS_PER_DAY +
+		(double) iv.day * USECS_PER_DAY + (double) iv.time;
+	if (approx <= 0)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("retention \"%s\" is not positive", *newval);
+		GUC_check_errhint("Give a positive interval such as '7 days' or '36 hours'.");
+		return false;
+	}
+	return true;
+}
+
+void
+retention_init(void)
+{
+	DefineCustomStringVariable("notify_ext.event_retention",
+							   "How long events are kept in the event log.",
+							   "An interval. notify_ext.prune() drops the daily partitions of the event log whose "
+							   "whole day is older than this.",
+							   &event_retention,
+							   "7 days",
+							   PGC_SUSET, 0,
+							   retention_check_hook, NULL, NULL);
+	DefineCustomStringVariable("notify_ext.read_notification_retention",
+							   "How long read personal notifications are kept.",
+							   "An interval, counted from the notification's ts. Unread notifications are never pruned.",
+							   &read_notification_retention,
+							   "90 days",
+							   PGC_SUSET, 0,
+							   retention_check_hook, NULL, NULL);
+	DefineCustomStringVariable("notify_ext.delivery_retention",
+							   "How long webhook delivery records are kept.",
+							   "An interval, counted from the record's created_at.",
+							   &delivery_retention,
+							   "14 days",
+							   PGC_SUSET, 0,
+							   retention_check_hook, NULL, NULL);
+	DefineCustomIntVariable("notify_ext.partitions_ahead",
+							"Days ahead for which notify_ext.prune() keeps partitions of the event log ready.",
+							NULL,
+							&partitions_ahead,
+							7, 1, 366,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("notify_ext.prune_batch_size",
+							"Rows notify_ext.prune() deletes per statement (notifications, deliveries, stray events).",
+							NULL,
+							&prune_batch_size,
+							5000, 100, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("notify_ext.prune_max_batches",
+							"Batches of each kind one notify_ext.prune() call deletes at most; the rest waits for the next call.",
+							NULL,
+							&prune_max_batches,
+							100, 1, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("notify_ext.prune_lock_timeout",
+							"How long notify_ext.prune() tries to get the lock to drop or attach a partition.",
+							"It retries NOWAIT for this long, then waits once for at most this long; "
+							"if it still has no lock it leaves the partition for the next run. 0 means one NOWAIT try.",
+							&prune_lock_timeout_ms,
+							100, 0, 10000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+static void
+add_text(JsonbParseState **state, const char *key, const char *value)
+{
+	JsonbValue	k;
+	JsonbValue	v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &k);
+	v.type = jbvString;
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+static void
+add_int(JsonbParseState **state, const char *key, int value)
+{
+	JsonbValue	k;
+	JsonbValue	v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &k);
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(value);
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+/* notify_ext._retention_settings() returns jsonb */
+PG_FUNCTION_INFO_V1(notify_ext_retention_settings);
+Datum
+notify_ext_retention_settings(PG_FUNCTION_ARGS)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	add_text(&state, "event_retention", event_retention);
+	add_text(&state, "read_notification_retention", read_notification_retention);
+	add_text(&state, "delivery_retention", delivery_retention);
+	add_int(&state, "partitions_ahead", partitions_ahead);
+	add_int(&state, "prune_batch_size", prune_batch_size);
+	add_int(&state, "prune_max_batches", prune_max_batches);
+	add_int(&state, "prune_lock_timeout_ms", prune_lock_timeout_ms);
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+}
+
+/* ---------------------------------------------------------------------
+ * A pg_cron call in pg_cron's database
+ * --------------------------------------------------------------------- */
+
+#define CRON_TEXT 1024
+
+typedef enum CronOp
+{
+	CRON_SCHEDULE = 1,
+	CRON_UNSCHEDULE = 2
+} CronOp;
+
+typedef struct CronCall
+{
+	/* in */
+	Oid			dboid;
+	Oid			useroid;
+	CronOp		op;
+	char		cron_db[NAMEDATALEN];
+	char		job_name[CRON_TEXT];
+	char		schedule[CRON_TEXT];
+	char		command[CRON_TEXT];
+	char		target_db[NAMEDATALEN];
+	/* out */
+	bool		done;
+	bool		failed;
+	int64		result;
+	int			sqlerrcode;
+	char		message[CRON_TEXT];
+	char		detail[CRON_TEXT];
+	char		hint[CRON_TEXT];
+} CronCall;
+
+static void
+copy_text(char *dst, const char *src, const char *what)
+{
+	if (strlen(src) >= CRON_TEXT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long (%zu bytes, at most %d)", what, strlen(src), CRON_TEXT - 1)));
+	strlcpy(dst, src, CRON_TEXT);
+}
+
+/*
+ * notify_ext._cron_call(op text, job_name text, schedule text, command text)
+ * returns bigint
+ *
+ * op 'schedule': cron.schedule_in_database(job_name, schedule, command,
+ * current_database()) in the database of cron.database_name; returns the
+ * job id.  op 'unschedule': removes the caller's jobs of that name there;
+ * returns how many.  Runs as the current user, and commits on its own: the
+ * caller's transaction cannot roll it back.
+ */
+PG_FUNCTION_INFO_V1(notify_ext_cron_call);
+Datum
+notify_ext_cron_call(PG_FUNCTION_ARGS)
+{
+	char	   *op;
+	const char *cron_db = GetConfigOption("cron.database_name", true, false);
+	Oid			dboid;
+	dsm_segment *seg;
+	CronCall   *call;
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	BgwHandleStatus status;
+	CronCall	out;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("op and job_name must not be null")));
+	op = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (cron_db == NULL || cron_db[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_cron is not loaded"),
+				 errhint("Install postgresql-15-cron, add pg_cron to shared_preload_libraries, restart, and CREATE EXTENSION pg_cron in the database named by cron.database_name.")));
+	dboid = get_database_oid(cron_db, true);
+	if (!OidIsValid(dboid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("database \"%s\" named by cron.database_name does not exist", cron_db),
+				 errhint("Create it and run CREATE EXTENSION pg_cron there, or point cron.database_name at a database that has pg_cron.")));
+
+	seg = dsm_create(sizeof(CronCall), 0);
+	call = dsm_segment_address(seg);
+	memset(call, 0, sizeof(CronCall));
+	call->dboid = dboid;
+	call->useroid = GetUserId();
+	strlcpy(call->cron_db, cron_db, NAMEDATALEN);
+	strlcpy(call->target_db, get_database_name(MyDatabaseId), NAMEDATALEN);
+	copy_text(call->job_name, text_to_cstring(PG_GETARG_TEXT_PP(1)), "job_name");
+	if (strcmp(op, "schedule") == 0)
+	{
+		if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("schedule and command must not be null")));
+		call->op = CRON_SCHEDULE;
+		copy_text(call->schedule, text_to_cstring(PG_GETARG_TEXT_PP(2)), "schedule");
+		copy_text(call->command, text_to_cstring(PG_GETARG_TEXT_PP(3)), "command");
+	}
+	else if (strcmp(op, "unschedule") == 0)
+		call->op = CRON_UNSCHEDULE;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown pg_cron operation \"%s\"", op)));
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "notify_ext");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "notify_ext_cron_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "notify_ext pg_cron call for %s", call->target_db);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "notify_ext pg_cron call");
+	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a background worker to reach pg_cron in database \"%s\"", cron_db),
+				 errhint("Raise max_worker_processes, or run the pg_cron call given in docs/retention.md in database \"%s\" yourself.", cron_db)));
+	status = WaitForBackgroundWorkerShutdown(handle);
+	memcpy(&out, call, sizeof(CronCall));
+	dsm_detach(seg);
+
+	if (status != BGWH_STOPPED || !out.done)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the background worker calling pg_cron in database \"%s\" ended without an answer", cron_db),
+				 errhint("See the server log.")));
+	if (out.failed)
+		ereport(ERROR,
+				(errcode(out.sqlerrcode),
+				 errmsg("%s", out.message),
+				 out.detail[0] ? errdetail("%s", out.detail) : 0,
+				 out.hint[0] ? errhint("%s", out.hint) : 0));
+	PG_RETURN_INT64(out.result);
+}
+
+void
+notify_ext_cron_worker_main(Datum arg)
+{
+	dsm_segment *seg;
+	CronCall   *call;
+	MemoryContext cxt;
+
+	BackgroundWorkerUnblockSignals();
+	seg = dsm_attach(DatumGetUInt32(arg));
+	if (seg == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("notify_ext pg_cron call: could not attach to its shared memory segment")));
+	call = dsm_segment_address(seg);
+	BackgroundWorkerInitializeConnectionByOid(call->dboid, call->useroid, 0);
+
+	cxt = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		Datum		args[4];
+		Oid			argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+		bool		isnull;
+		int			rc;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "notify_ext pg_cron call");
+
+		rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron'", true, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("pg_cron is not installed in database \"%s\" (named by cron.database_name)",
+							call->cron_db),
+					 errhint("Run CREATE EXTENSION pg_cron in database \"%s\".", call->cron_db)));
+
+		args[0] = CStringGetTextDatum(call->job_name);
+		if (call->op == CRON_SCHEDULE)
+		{
+			args[1] = CStringGetTextDatum(call->schedule);
+			args[2] = CStringGetTextDatum(call->command);
+			args[3] = CStringGetTextDatum(call->target_db);
+			rc = SPI_execute_with_args("SELECT cron.schedule_in_database($1, $2, $3, $4)",
+									   4, argtypes, args, NULL, false, 1);
+		}
+		else
+			rc = SPI_execute_with_args("SELECT count(cron.unschedule(j.jobid)) FROM cron.job j "
+									   "WHERE j.jobname = $1 AND j.username = current_user",
+									   1, argtypes, args, NULL, false, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "pg_cron call failed: %s", SPI_result_code_string(rc));
+		call->result = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+												   1, &isnull));
+		if (isnull)
+			elog(ERROR, "pg_cron call returned null");
+
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		call->done = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		call->failed = true;
+		call->sqlerrcode = edata->sqlerrcode;
+		strlcpy(call->message, edata->message ? edata->message : "pg_cron call failed", CRON_TEXT);
+		strlcpy(call->detail, edata->detail ? edata->detail : "", CRON_TEXT);
+		strlcpy(call->hint, edata->hint ? edata->hint : "", CRON_TEXT);
+		call->done = true;
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	dsm_detach(seg);
+	proc_exit(0);
+}
