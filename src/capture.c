@@ -28,6 +28,8 @@
 #include "partitioning/partbounds.h"
 #include "partitioning/partdesc.h"
 #include "storage/proc.h"
+#include "storage/shmem.h"
+#include "port/atomics.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -44,10 +46,8 @@
 #include "principal.h"
 
 #if PG_VERSION_NUM >= 170000
-#define MY_LXID (MyProc->vxid.lxid)
 #define MY_PROC_INDEX MyProcNumber
 #else
-#define MY_LXID (MyProc->lxid)
 #define MY_PROC_INDEX (MyProc->pgprocno)
 #endif
 
@@ -138,15 +138,25 @@ typedef struct PathCacheEntry
 
 static MemoryContext path_cxt = NULL;
 static HTAB *path_cache = NULL;
-static LocalTransactionId path_lxid = InvalidLocalTransactionId;
-static CommandId path_cid = InvalidCommandId;
-static TimestampTz path_stmt = 0;
+static uint64 path_generation = 0;
+
+/* Entries of the cache at most; past that it starts over. */
+#define PATH_CACHE_MAX 10000
+
+/*
+ * Resources change in other sessions too: a generation in shared memory is
+ * bumped by every commit that registered, moved or removed resources, and
+ * a cache filled under an older generation is dropped.
+ */
+static pg_atomic_uint64 *resources_generation = NULL;
+static bool resources_changed_here = false;
 
 static SPIPlanPtr resource_info_plan = NULL;
 
 static StringInfoData json_buf;
 
 static void flush_at_commit(void);
+static void invalidate_path_cache(void);
 
 /* ---------------------------------------------------------------------
  * Helpers
@@ -394,9 +404,6 @@ reset_pending(void)
 	outside_arena = 0;
 	next_ordinal = 0;
 	spilled_ordinals = 0;
-	path_cxt = NULL;
-	path_cache = NULL;
-	path_lxid = InvalidLocalTransactionId;
 }
 
 /* ---------------------------------------------------------------------
@@ -648,6 +655,9 @@ capture_xact_callback(XactEvent event, void *arg)
 						 errdetail("Events are numbered when their transaction commits.")));
 			break;
 		case XACT_EVENT_COMMIT:
+			if (resources_changed_here && resources_generation != NULL)
+				pg_atomic_fetch_add_u64(resources_generation, 1);
+			resources_changed_here = false;
 			if (reserved)
 			{
 				int			i;
@@ -663,6 +673,9 @@ capture_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			if (resources_changed_here)
+				invalidate_path_cache();
+			resources_changed_here = false;
 			if (reserved)
 			{
 				ordering_release();
@@ -694,7 +707,7 @@ capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 	retained_bytes = Min(retained_bytes, pending_bytes);
 	outside_arena = Min(outside_arena, npending);
-	path_lxid = InvalidLocalTransactionId;
+	invalidate_path_cache();
 }
 
 /* ---------------------------------------------------------------------
@@ -756,45 +769,85 @@ lookup_resource(text *id, text **variant, Datum **elems, int *nelems)
 	return found;
 }
 
+/* Drops this session's cache of parent paths. */
 static void
 invalidate_path_cache(void)
 {
-	path_lxid = InvalidLocalTransactionId;
+	if (path_cache != NULL)
+	{
+		MemoryContextReset(path_cxt);
+		path_cache = NULL;
+	}
 }
 
 /*
- * The path of a parent resource, cached for the current statement (other
- * sessions may move resources between statements).  Returns false when it
- * is not a resource.
+ * Resources changed in this transaction: drop the cache now (it may hold
+ * what this transaction changed) and tell every session at commit.
+ */
+static void
+resources_changed(void)
+{
+	invalidate_path_cache();
+	resources_changed_here = true;
+}
+
+PG_FUNCTION_INFO_V1(notify_ext_resources_changed);
+Datum
+notify_ext_resources_changed(PG_FUNCTION_ARGS)
+{
+	resources_changed();
+	PG_RETURN_VOID();
+}
+
+Size
+capture_shmem_size(void)
+{
+	return sizeof(pg_atomic_uint64);
+}
+
+void
+capture_shmem_init(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	resources_generation = ShmemInitStruct("notify_ext resources", capture_shmem_size(), &found);
+	if (!found)
+		pg_atomic_init_u64(resources_generation, 1);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * The path of a parent resource, cached across statements and
+ * transactions until resources change.  Returns false when it is not a
+ * resource.
  */
 static bool
 parent_path(text *parent, Datum **elems, int *nelems)
 {
 	PathCacheEntry *entry = NULL;
 	bool		found;
-	CommandId	cid = GetCurrentCommandId(false);
-	TimestampTz stmt = GetCurrentStatementStartTimestamp();
 	int			len = VARSIZE_ANY_EXHDR(parent);
 	text	   *variant;
+	uint64		generation = resources_generation ? pg_atomic_read_u64(resources_generation) : 0;
 
-	if (path_cache == NULL || path_lxid != MY_LXID || path_cid != cid || path_stmt != stmt)
+	if (path_cache != NULL &&
+		(generation != path_generation || hash_get_num_entries(path_cache) >= PATH_CACHE_MAX))
+		invalidate_path_cache();
+	if (path_cache == NULL)
 	{
 		HASHCTL		ctl;
 
 		if (path_cxt == NULL)
-			path_cxt = AllocSetContextCreate(TopTransactionContext,
+			path_cxt = AllocSetContextCreate(TopMemoryContext,
 											 "notify_ext parent paths",
 											 ALLOCSET_DEFAULT_SIZES);
-		else
-			MemoryContextReset(path_cxt);
 		ctl.keysize = sizeof(((PathCacheEntry *) 0)->key);
 		ctl.entrysize = sizeof(PathCacheEntry);
 		ctl.hcxt = path_cxt;
 		path_cache = hash_create("notify_ext parent paths", 64, &ctl,
 								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		path_lxid = MY_LXID;
-		path_cid = cid;
-		path_stmt = stmt;
+		path_generation = generation;
 	}
 
 	if (len < (int) sizeof(entry->key))
@@ -861,6 +914,8 @@ tracked_rel_invalidate(Datum arg, Oid relid)
 
 	if (tracked_rels == NULL)
 		return;
+	/* a tracked table dropped, truncated or altered: its rows may be gone */
+	invalidate_path_cache();
 	hash_seq_init(&status, tracked_rels);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
@@ -1045,7 +1100,7 @@ notify_ext_capture(PG_FUNCTION_ARGS)
 		values[EV_PAYLOAD] = CStringGetTextDatum("{}");
 		nulls[EV_PAYLOAD] = false;
 		buffer_event(values, nulls);
-		invalidate_path_cache();
+		resources_changed();
 		return PointerGetDatum(NULL);
 	}
 	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
@@ -1144,7 +1199,7 @@ notify_ext_capture(PG_FUNCTION_ARGS)
 
 	/* Resources under this row may have moved or lost their parent. */
 	if (parent_moved || TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		invalidate_path_cache();
+		resources_changed();
 
 	return PointerGetDatum(NULL);
 }

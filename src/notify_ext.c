@@ -34,6 +34,7 @@ notify_ext_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(ordering_shmem_size());
 	RequestAddinShmemSpace(consumer_shmem_size());
+	RequestAddinShmemSpace(capture_shmem_size());
 	RequestNamedLWLockTranche("notify_ext", 1);
 }
 
@@ -44,6 +45,7 @@ notify_ext_shmem_startup(void)
 		prev_shmem_startup_hook();
 	ordering_shmem_init();
 	consumer_shmem_init();
+	capture_shmem_init();
 }
 
 void

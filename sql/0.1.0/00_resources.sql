@@ -50,6 +50,11 @@ SELECT t.tgrelid::regclass                                    AS relation,
    AND t.tgname = 'notify_ext_capture'
    AND t.tgparentid = 0;
 
+-- Internal: drop the sessions' cached resource paths when this transaction commits.
+CREATE FUNCTION notify_ext._resources_changed() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_resources_changed';
+REVOKE ALL ON FUNCTION notify_ext._resources_changed() FROM PUBLIC;
+
 -- Internal: find one resource.  Registered resources win over tracked rows;
 -- among tracked tables the oldest-tracked table wins.  Returns no row when
 -- the id is unknown.
@@ -238,6 +243,9 @@ BEGIN
        SET variant = excluded.variant, parent_id = excluded.parent_id
      WHERE (r.variant, r.parent_id) IS DISTINCT FROM (excluded.variant, excluded.parent_id)
     RETURNING (xmax = 0) INTO v_created;
+    IF FOUND THEN
+        PERFORM notify_ext._resources_changed();
+    END IF;
     -- Whoever creates a resource may administer it (service roles need no grant).
     IF v_created AND NOT notify_ext._is_service_caller() THEN
         INSERT INTO notify_ext.permissions (principal, resource_id, level, granted_by)
