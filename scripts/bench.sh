@@ -8,7 +8,7 @@
 # NOTIFY_EXT_BENCH_FRESH=1 starts from a new one.
 #
 # Environment: NOTIFY_EXT_RUN_DIR (default <repo>/.run-bench), NOTIFY_EXT_PORT,
-# NOTIFY_EXT_BENCH_FRESH.
+# NOTIFY_EXT_BENCH_FRESH, NOTIFY_EXT_BENCH_ONLY.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -17,6 +17,15 @@ BENCH_DB=notify_ext_bench
 shopt -s nullglob
 benches=("$REPO_DIR"/bench/*.sh)
 shopt -u nullglob
+# NOTIFY_EXT_BENCH_ONLY="events consumer" runs only bench/events_bench.sh and
+# bench/consumer_bench.sh.
+if [ -n "${NOTIFY_EXT_BENCH_ONLY:-}" ]; then
+	chosen=()
+	for name in $NOTIFY_EXT_BENCH_ONLY; do
+		chosen+=("$REPO_DIR/bench/${name}_bench.sh")
+	done
+	benches=("${chosen[@]}")
+fi
 if [ ${#benches[@]} -eq 0 ]; then
 	echo "no benchmarks in bench/"
 	exit 0
@@ -28,7 +37,14 @@ set_run_dir .run-bench
 trap cluster_stop EXIT
 reuse=reuse
 [ "${NOTIFY_EXT_BENCH_FRESH:-0}" = 0 ] || reuse=
-cluster_init postgres "" "$reuse"
+# Sized like a small production server rather than initdb's defaults.
+BENCH_CONF="
+shared_buffers = 2GB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+work_mem = 16MB
+"
+cluster_init postgres "$BENCH_CONF" "$reuse"
 cluster_start
 
 export PGDATABASE=$BENCH_DB

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and installs notify_ext, starts a throwaway cluster in .run/, shows
-# tracked tables recording events and an application event, then stops the
-# cluster.  Safe to run again: each run starts from a fresh cluster.
+# tracked tables recording events, an application event, a stream consumer,
+# the inbox and pruning, then stops the cluster.  Safe to run again: each
+# run starts from a fresh cluster.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -66,6 +67,25 @@ SELECT jsonb_pretty(message)
 \echo
 \echo '-- 7. Where a resource sits in the tree'
 SELECT notify_ext.resource_path('d1');
+
+\echo
+\echo '-- 8. A stream consumer of the project: fetch a batch, acknowledge it with the signed replies'
+SELECT notify_ext.create_stream_consumer('acme', deliver => 'all') AS consumer \gset
+CREATE TEMP TABLE batch AS SELECT * FROM notify_ext.get_event_message_batch(:'consumer', 10);
+SELECT seq, message->>'operation' AS operation, delivery_count, left(reply, 12) || '...' AS reply FROM batch;
+SELECT notify_ext.acknowledge_message_batch(
+  (SELECT jsonb_agg(jsonb_build_object('reply', reply, 'salt', salt, 'hmac', hmac)) FROM batch)) AS acknowledged;
+SELECT notify_ext.consumer_info(:'consumer') - 'consumer' - 'created_at' AS consumer_state;
+
+\echo
+\echo '-- 9. A personal notification, and the recipient's inbox'
+SELECT notify_ext.create_notification(current_user, 'DATASET_READY', 'Sales 2025 is ready', '{"dataset": "d1"}') AS notification_id \gset
+SELECT jsonb_pretty(notify_ext.list_notifications() #- '{items,0,ts}');
+SELECT notify_ext.unread_count();
+
+\echo
+\echo '-- 10. Retention: prune() drops expired days and reports what it removed'
+SELECT notify_ext.prune();
 SQL
 echo
 
