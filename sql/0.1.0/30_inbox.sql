@@ -7,7 +7,8 @@
 -- unread_count() cost the same for a user with a million notifications as
 -- for one with ten, without a hot counter row that concurrent writers would
 -- queue (or deadlock) on.  Deltas are folded together once a recipient has
--- a few of them.
+-- a few of them.  create_notifications_bulk() adds the deltas (and sends
+-- the NOTIFYs) of its own rows itself, when the insert trigger fires.
 --------------------------------------------------------------------------
 
 CREATE SEQUENCE notify_ext.notifications_id_seq AS bigint;
@@ -115,23 +116,16 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._inbox_compact(text[]) FROM PUBLIC;
 
+-- Insert: one count delta per (recipient, type), the NOTIFY of every new row
+-- (sent when the transaction commits, in insertion order: the
+-- notification's JSON, or {"id": …, "truncated": true} from 8000 bytes on),
+-- then folding.  In C (src/inbox.c): it reads the transition table once and
+-- computes each recipient's channel once per statement.
 CREATE FUNCTION notify_ext._inbox_after_insert() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE c
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    INSERT INTO notify_ext.inbox_counts (recipient, type, total, unread)
-    SELECT n.recipient, n.type, count(*), count(*) FILTER (WHERE NOT n.read)
-      FROM new_rows n GROUP BY n.recipient, n.type;
-    -- Sent when the transaction commits, in insertion order: the notification's
-    -- JSON, or {"id": …, "truncated": true} from 8000 bytes on.
-    PERFORM notify_ext._inbox_notify(n.recipient, n.id, n.type, n.message, n.meta, n.refs, n.ts, n.read)
-       FROM new_rows n;
-    PERFORM notify_ext._inbox_compact(ARRAY(SELECT DISTINCT n.recipient FROM new_rows n));
-    RETURN NULL;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'notify_ext_inbox_after_insert';
 
 CREATE FUNCTION notify_ext._inbox_after_update() RETURNS trigger
     LANGUAGE plpgsql
@@ -259,77 +253,19 @@ BEGIN
 END
 $$;
 
--- Internal: rejects a create_notifications_bulk() call for item idx.
-CREATE FUNCTION notify_ext._bulk_reject(idx bigint, reason text) RETURNS text
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RAISE EXCEPTION 'item % of items %', idx, reason
-        USING ERRCODE = 'invalid_parameter_value',
-              DETAIL = 'Items are counted from 0. Nothing was created.',
-              HINT = 'Each item is {"user": …, "notification": {"type": …, "message": …, "meta": {…}}}.';
-END
-$$;
-
+-- In C (src/inbox.c), all or nothing: every item must be a JSON object (the
+-- first one that is not is named), then the items are checked in order and
+-- the first bad one rejects the call with 22023 "item N of items …" (counted
+-- from 0) before anything is created.  Types the recipient switched off are
+-- skipped (NULL at their position); the others get ids from
+-- notifications_id_seq in item order and are stored by one
+-- INSERT ... SELECT FROM unnest(...), whose statement trigger counts and
+-- NOTIFYs them.
 CREATE FUNCTION notify_ext.create_notifications_bulk(items jsonb) RETURNS bigint[]
-    LANGUAGE plpgsql
+    LANGUAGE c VOLATILE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_bad record;
-    v_ids bigint[];
-BEGIN
-    PERFORM notify_ext._require_service_caller('notify_ext.create_notifications_bulk()');
-    IF items IS NULL OR pg_catalog.jsonb_typeof(items) <> 'array' THEN
-        RAISE EXCEPTION 'items must be a JSON array, not %', COALESCE(pg_catalog.jsonb_typeof(items), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass [{"user": …, "notification": {"type": …, "message": …, "meta": {…}}}, …].';
-    END IF;
-    IF pg_catalog.jsonb_path_exists(items, 'strict $[*] ? (@.type() != "object")') THEN
-        SELECT t.ord - 1 AS idx, 'is not a JSON object' AS reason INTO v_bad
-          FROM pg_catalog.jsonb_array_elements(items) WITH ORDINALITY AS t(e, ord)
-         WHERE pg_catalog.jsonb_typeof(t.e) <> 'object'
-         ORDER BY t.ord LIMIT 1;
-        PERFORM notify_ext._bulk_reject(v_bad.idx, v_bad.reason);
-    END IF;
-    -- One pass: an invalid item raises (in item order) before the statement
-    -- ends, so nothing is created.
-    WITH src AS MATERIALIZED (
-        SELECT t.ord,
-               CASE WHEN pg_catalog.jsonb_typeof(t."user") IS DISTINCT FROM 'string' OR t."user" = '""'
-                        THEN notify_ext._bulk_reject(t.ord - 1, 'has no "user" (a non-empty string)')
-                    WHEN pg_catalog.jsonb_typeof(t.notification) IS DISTINCT FROM 'object'
-                        THEN notify_ext._bulk_reject(t.ord - 1, 'has no "notification" object')
-                    WHEN pg_catalog.jsonb_typeof(t.notification -> 'type') IS DISTINCT FROM 'string'
-                         OR t.notification -> 'type' = '""'
-                        THEN notify_ext._bulk_reject(t.ord - 1, 'has no "notification"."type" (a non-empty string)')
-                    WHEN pg_catalog.jsonb_typeof(t.notification -> 'message') IS DISTINCT FROM 'string'
-                        THEN notify_ext._bulk_reject(t.ord - 1, 'has no "notification"."message" (a string)')
-                    WHEN pg_catalog.jsonb_typeof(t.notification -> 'meta') NOT IN ('object', 'null')
-                        THEN notify_ext._bulk_reject(t.ord - 1, '"notification"."meta" is not a JSON object')
-                    ELSE t."user" #>> '{}' END AS recipient,
-               t.notification ->> 'type' AS type,
-               t.notification ->> 'message' AS message,
-               NULLIF(t.notification -> 'meta', 'null') AS meta
-          FROM ROWS FROM (pg_catalog.jsonb_to_recordset(items) AS ("user" jsonb, notification jsonb))
-               WITH ORDINALITY AS t("user", notification, ord)),
-    kept AS MATERIALIZED (
-        SELECT s.ord, s.recipient, s.type, s.message, s.meta,
-               pg_catalog.nextval('notify_ext.notifications_id_seq') AS id
-          FROM (SELECT * FROM src
-                 WHERE NOT EXISTS (SELECT 1 FROM notify_ext.notification_preferences p
-                                    WHERE p.principal = src.recipient AND p.type = src.type)
-                 ORDER BY src.ord) s),
-    ins AS (
-        INSERT INTO notify_ext.notifications (id, recipient, type, message, meta)
-        SELECT k.id, k.recipient, k.type, k.message, k.meta FROM kept k ORDER BY k.id)
-    SELECT pg_catalog.array_agg(k.id ORDER BY s.ord) INTO v_ids
-      FROM src s LEFT JOIN kept k ON k.ord = s.ord;
-    RETURN COALESCE(v_ids, '{}');
-END
-$$;
+    AS 'MODULE_PATHNAME', 'notify_ext_create_notifications_bulk';
 
 CREATE FUNCTION notify_ext.delete_notifications(ids bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql

@@ -151,6 +151,28 @@ SELECT array_length(r, 1) AS n, r[1] IS NOT NULL AS first, r[2] IS NULL AS secon
     {"user": "regress_bob", "notification": {"type": "BULK", "message": "b3", "meta": null}}
   ]$$) r;
 SELECT notify_ext.create_notifications_bulk('[]');
+-- Stored as given, in item order across recipients: meta null or missing is
+-- NULL, extra keys are ignored, the last of duplicate keys wins; the counts
+-- follow and a switched-off type is neither stored nor counted.
+BEGIN;
+SELECT notify_ext.create_notifications_bulk($$[
+    {"user": "regress_bob", "notification": {"type": "MIXED", "message": "m0", "meta": {"a": [1, {"b": null}]}}},
+    {"user": "regress_alice", "notification": {"type": "MIXED", "message": "m1 \"quoted\" \u00e9"}},
+    {"user": "regress_bob", "notification": {"type": "MUTED", "message": "m2"}},
+    {"user": "regress_alice", "notification": {"type": "MIXED", "message": "", "meta": null, "extra": 1}, "x": 2},
+    {"user": "nobody", "user": "regress_bob", "notification": {"type": "MIXED", "message": "m4", "meta": {}}}
+  ]$$) AS mixed_ids \gset
+RESET ROLE;
+SELECT u.ord - 1 AS item, n.recipient, n.type, n.message, n.meta, n.refs, n.ts = now() AS ts_now, n.read
+  FROM unnest(:'mixed_ids'::bigint[]) WITH ORDINALITY AS u(id, ord)
+  LEFT JOIN notify_ext.notifications n ON n.id = u.id
+ ORDER BY u.ord;
+SELECT array_agg(i ORDER BY o) = array_agg(i ORDER BY i) AS ids_ascending
+  FROM unnest(:'mixed_ids'::bigint[]) WITH ORDINALITY AS u(i, o) WHERE i IS NOT NULL;
+SELECT recipient, type, sum(total) AS total, sum(unread) AS unread FROM notify_ext.inbox_counts
+ WHERE type IN ('MIXED', 'MUTED') GROUP BY recipient, type ORDER BY recipient, type;
+ROLLBACK;
+SET ROLE regress_svc;
 -- One bad item rejects the whole call.
 SELECT regress_try($$SELECT notify_ext.create_notifications_bulk('{"user": "regress_alice"}')$$);
 SELECT regress_try($$SELECT notify_ext.create_notifications_bulk(NULL)$$);
