@@ -78,7 +78,7 @@ SELECT notify_ext.acknowledge_message_batch(
 SELECT notify_ext.consumer_info(:'consumer') - 'consumer' - 'created_at' AS consumer_state;
 
 \echo
-\echo '-- 9. A personal notification, and the recipient's inbox'
+\echo '-- 9. A personal notification, and the inbox of its recipient'
 SELECT notify_ext.create_notification(current_user, 'DATASET_READY', 'Sales 2025 is ready', '{"dataset": "d1"}') AS notification_id \gset
 SELECT jsonb_pretty(notify_ext.list_notifications() #- '{items,0,ts}');
 SELECT notify_ext.unread_count();
