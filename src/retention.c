@@ -15,7 +15,14 @@
  *     is not the current database.  A backend cannot switch databases, so a
  *     short-lived background worker connects there as the calling role,
  *     makes the call, commits, and hands the result (or the error) back
- *     through a dynamic shared memory segment.
+ *     through a dynamic shared memory segment;
+ *   - notify_ext._start_event_table_dropper(): starts a short-lived
+ *     background worker that waits for the calling transaction to end and
+ *     then drops the partitions prune() detached from the event log (see
+ *     docs/retention.md, "Dropping expired days").  Removing the files of a
+ *     large table at commit takes a while (the kernel frees their cached
+ *     pages); done by prune() itself, it would happen while prune() still
+ *     holds ACCESS EXCLUSIVE on event_log, stalling every writer.
  */
 #include "postgres.h"
 
@@ -29,6 +36,7 @@
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
@@ -42,6 +50,7 @@
 #include "retention.h"
 
 PGDLLEXPORT void notify_ext_cron_worker_main(Datum arg);
+PGDLLEXPORT void notify_ext_dropper_worker_main(Datum arg);
 
 static char *event_retention = NULL;
 static char *read_notification_retention = NULL;
@@ -448,5 +457,95 @@ notify_ext_cron_worker_main(Datum arg)
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	dsm_detach(seg);
+	proc_exit(0);
+}
+
+/* ---------------------------------------------------------------------
+ * Dropping detached event partitions, after prune() has committed
+ * --------------------------------------------------------------------- */
+
+typedef struct DropperArgs
+{
+	Oid			dboid;
+	Oid			useroid;
+	TransactionId xid;			/* prune()'s transaction, waited for */
+} DropperArgs;
+
+/*
+ * notify_ext._start_event_table_dropper() returns boolean
+ *
+ * Registers a background worker that waits until the current transaction
+ * has ended (committed or not) and then calls
+ * notify_ext._drop_detached_event_tables() in its own transaction, as the
+ * current user.  Does not wait for it.  Returns false (and the tables stay
+ * for the next prune() run) when no worker slot is free.
+ */
+PG_FUNCTION_INFO_V1(notify_ext_start_event_table_dropper);
+Datum
+notify_ext_start_event_table_dropper(PG_FUNCTION_ARGS)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	DropperArgs args;
+
+	memset(&args, 0, sizeof(args));
+	args.dboid = MyDatabaseId;
+	args.useroid = GetUserId();
+	args.xid = GetTopTransactionIdIfAny();
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "notify_ext");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "notify_ext_dropper_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "notify_ext expired partition dropper for %s",
+			 get_database_name(MyDatabaseId));
+	snprintf(worker.bgw_type, BGW_MAXLEN, "notify_ext expired partition dropper");
+	StaticAssertStmt(sizeof(DropperArgs) <= BGW_EXTRALEN, "DropperArgs too large");
+	memcpy(worker.bgw_extra, &args, sizeof(args));
+	worker.bgw_main_arg = (Datum) 0;
+	worker.bgw_notify_pid = 0;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		ereport(LOG,
+				(errmsg("notify_ext: no background worker slot to drop expired event partitions; the next notify_ext.prune() tries again")));
+		PG_RETURN_BOOL(false);
+	}
+	PG_RETURN_BOOL(true);
+}
+
+void
+notify_ext_dropper_worker_main(Datum arg)
+{
+	DropperArgs args;
+	int			rc;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.useroid, 0);
+
+	/* Wait for prune()'s transaction: only then are the tables detached. */
+	if (TransactionIdIsValid(args.xid))
+	{
+		StartTransactionCommand();
+		XactLockTableWait(args.xid, NULL, NULL, XLTW_None);
+		CommitTransactionCommand();
+	}
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "notify_ext: dropping detached event partitions");
+	rc = SPI_execute("SELECT notify_ext._drop_detached_event_tables()", false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
 	proc_exit(0);
 }

@@ -10,9 +10,12 @@
 --   - webhook delivery records older than notify_ext.delivery_retention (by
 --     created_at), in bounded batches, once notify_ext.delivery_log exists.
 -- It also creates the partitions of the coming days.  The strong locks
--- (attaching and dropping partitions) come last and are only taken when
+-- (attaching and detaching partitions) come last and are only taken when
 -- they are free within notify_ext.prune_lock_timeout; what cannot be locked
--- is left for the next run and reported as deferred.
+-- is left for the next run and reported as deferred.  Expired partitions
+-- are detached (and renamed event_log_expired_<oid>) in prune()'s
+-- transaction; a background worker drops them once it has committed, so
+-- that removing their files never happens under the lock on event_log.
 --------------------------------------------------------------------------
 
 -- Finds read notifications by age without looking at unread ones.  Only
@@ -35,6 +38,54 @@ AS $$
        AND m IS NOT NULL
 $$;
 REVOKE ALL ON FUNCTION notify_ext._event_partitions() FROM PUBLIC;
+
+-- Internal: tables prune() detached from the event log (renamed
+-- event_log_expired_<oid>) that are not dropped yet.
+CREATE FUNCTION notify_ext._detached_event_tables() RETURNS SETOF regclass
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.oid::regclass
+      FROM pg_catalog.pg_class c
+     WHERE c.relnamespace = 'notify_ext'::pg_catalog.regnamespace
+       AND c.relkind = 'r' AND NOT c.relispartition
+       AND c.relname LIKE 'event\_log\_expired\_%'
+$$;
+REVOKE ALL ON FUNCTION notify_ext._detached_event_tables() FROM PUBLIC;
+
+-- Internal: drops the detached tables (run by the worker that
+-- _start_event_table_dropper() starts, after prune() has committed).  No
+-- one writes to or reads from them any more; a table someone still has
+-- locked after a few seconds is left for the next run.  Returns how many
+-- were dropped.
+CREATE FUNCTION notify_ext._drop_detached_event_tables() RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '5s'
+AS $$
+DECLARE
+    v_rel regclass;
+    v_n integer := 0;
+BEGIN
+    FOR v_rel IN SELECT * FROM notify_ext._detached_event_tables() LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('DROP TABLE IF EXISTS %s', v_rel);
+            v_n := v_n + 1;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected OR undefined_table THEN
+            NULL;
+        END;
+    END LOOP;
+    RETURN v_n;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._drop_detached_event_tables() FROM PUBLIC;
+
+-- Internal: starts a background worker that waits for the current
+-- transaction to end and then runs _drop_detached_event_tables() as the
+-- current user.  Returns false when no worker slot was free.
+CREATE FUNCTION notify_ext._start_event_table_dropper() RETURNS boolean
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_start_event_table_dropper';
+REVOKE ALL ON FUNCTION notify_ext._start_event_table_dropper() FROM PUBLIC;
 
 -- Internal: before the events of a partition (all of them, or those that
 -- occurred before older_than) are removed, adds to each stream consumer's
@@ -150,6 +201,11 @@ DECLARE
     v_rel regclass;
     v_rows bigint;
     v_estimated boolean := false;
+    v_uncounted regclass[];
+    v_members regclass[];
+    v_lagging boolean;
+    v_min_delivered bigint;
+    v_max_seq bigint;
     v_n bigint;
     v_i integer;
 BEGIN
@@ -161,9 +217,13 @@ BEGIN
             'note', 'another notify_ext.prune() is running in this database; nothing done');
     END IF;
 
-    -- Read notifications, oldest first; rows someone holds are left for next time.
+    -- Read notifications, oldest first; rows someone holds are left for next
+    -- time.  (Looked for first through the partial index: most runs find
+    -- none, and then the DELETE and the inbox's triggers are not run.)
     v_cutoff := v_now - v_read_retention;
     FOR v_i IN 1 .. v_max_batches LOOP
+        EXIT WHEN v_i = 1 AND NOT EXISTS (
+            SELECT 1 FROM notify_ext.notifications n WHERE n.read AND n.ts < v_cutoff);
         WITH doomed AS (
             SELECT n.id FROM notify_ext.notifications n
              WHERE n.read AND n.ts < v_cutoff
@@ -204,17 +264,17 @@ BEGIN
     -- no partition when they were written): deleted in batches, at most
     -- prune_batch_size * prune_max_batches of them per run, oldest first.
     v_cutoff := v_now - v_event_retention;
-    SELECT d.occurred_at INTO v_cut
-      FROM notify_ext.event_log_default d
-     WHERE d.occurred_at < v_cutoff
-     ORDER BY d.occurred_at
-    OFFSET v_batch::bigint * v_max_batches LIMIT 1;
-    IF FOUND THEN
-        v_incomplete := v_incomplete || 'events'::text;
-    ELSE
-        v_cut := v_cutoff;
-    END IF;
-    IF EXISTS (SELECT 1 FROM notify_ext.event_log_default d WHERE d.occurred_at < v_cut) THEN
+    IF EXISTS (SELECT 1 FROM notify_ext.event_log_default d WHERE d.occurred_at < v_cutoff) THEN
+        SELECT d.occurred_at INTO v_cut
+          FROM notify_ext.event_log_default d
+         WHERE d.occurred_at < v_cutoff
+         ORDER BY d.occurred_at
+        OFFSET v_batch::bigint * v_max_batches LIMIT 1;
+        IF FOUND THEN
+            v_incomplete := v_incomplete || 'events'::text;
+        ELSE
+            v_cut := v_cutoff;
+        END IF;
         v_missed := v_missed + notify_ext._count_missed_before_drop('notify_ext.event_log_default', v_cut);
         LOOP
             DELETE FROM notify_ext.event_log_default e
@@ -226,48 +286,88 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- Partitions of the coming days (usually all there already: no locks).
-    v_created := notify_ext._create_event_partitions(v_ahead, 0, v_budget);
-    SELECT v_deferred || COALESCE(pg_catalog.array_agg(x), '{}') INTO v_deferred
-      FROM pg_catalog.jsonb_array_elements_text(v_created -> 'deferred') x;
+    -- Partitions of the coming days (usually all there already: then
+    -- nothing is locked, and _create_event_partitions() is not called).
+    IF EXISTS (SELECT 1
+                 FROM pg_catalog.generate_series(0, v_ahead) d
+                WHERE pg_catalog.to_regclass('notify_ext.event_log_p' || pg_catalog.to_char(
+                          (v_now AT TIME ZONE 'UTC')::date + d, 'YYYYMMDD')) IS NULL) THEN
+        v_created := notify_ext._create_event_partitions(v_ahead, 0, v_budget);
+        SELECT v_deferred || COALESCE(pg_catalog.array_agg(x), '{}') INTO v_deferred
+          FROM pg_catalog.jsonb_array_elements_text(v_created -> 'deferred') x;
+    ELSE
+        v_created := '{"created": 0}';
+    END IF;
 
     -- Whole days past retention.  Their rows are counted first; then, in
     -- one go, the consumers' losses are counted (locking the rows of the
     -- consumers that are behind), the event log is locked and the
-    -- partitions are dropped, so that writers wait only for the DROPs and
-    -- the commit right after them.  If a lock is not to be had, nothing is
-    -- dropped and everything waits for the next run.
+    -- partitions are detached and renamed (catalog changes only), so that
+    -- writers wait only for those and the commit right after them.  The
+    -- files go later: a background worker drops the detached tables once
+    -- this transaction has committed, holding no lock anyone else needs.
+    -- (DROP TABLE here would remove the files at commit, while the lock on
+    -- event_log is still held: about 0.1 s per million events.)  If a lock
+    -- is not to be had, nothing is detached and everything waits for the
+    -- next run.
     SELECT pg_catalog.array_agg(p.rel ORDER BY p.upper_bound),
            pg_catalog.array_agg(p.name ORDER BY p.upper_bound)
       INTO v_rels, v_names
       FROM notify_ext._event_partitions() p
      WHERE p.upper_bound <= v_cutoff;
     IF v_rels IS NOT NULL THEN
-        -- A partition VACUUM has counted since it last changed (a past day,
-        -- normally) is not counted again: VACUUM's count is used.
-        v_rows := 0;
-        FOREACH v_rel IN ARRAY v_rels LOOP
-            SELECT c.reltuples::bigint INTO v_n
-              FROM pg_catalog.pg_class c
-             WHERE c.oid = v_rel AND c.reltuples >= 0
+        -- Their rows.  A partition VACUUM has counted since it last changed
+        -- (a past day, normally: autovacuum visits it once it is full) is
+        -- not read again: VACUUM's count is used, and the result says so.
+        -- The others are counted (an index-only scan of the seq index
+        -- where the visibility map allows it).
+        SELECT COALESCE(sum(c.reltuples::bigint) FILTER (WHERE s.ok), 0),
+               pg_catalog.array_agg(c.oid::regclass) FILTER (WHERE NOT s.ok),
+               bool_or(s.ok)
+          INTO v_rows, v_uncounted, v_estimated
+          FROM pg_catalog.pg_class c
+         CROSS JOIN LATERAL (SELECT c.reltuples >= 0
                AND pg_catalog.pg_stat_get_ins_since_vacuum(c.oid) = 0
                AND pg_catalog.pg_stat_get_mod_since_analyze(c.oid) = 0
                AND pg_catalog.pg_stat_get_dead_tuples(c.oid) = 0
                AND (pg_catalog.pg_stat_get_last_vacuum_time(c.oid) IS NOT NULL
-                    OR pg_catalog.pg_stat_get_last_autovacuum_time(c.oid) IS NOT NULL);
-            IF FOUND THEN
-                v_estimated := true;
-            ELSE
+                    OR pg_catalog.pg_stat_get_last_autovacuum_time(c.oid) IS NOT NULL) AS ok) s
+         WHERE c.oid = ANY (v_rels::oid[]);
+        IF v_uncounted IS NOT NULL THEN
+            FOREACH v_rel IN ARRAY v_uncounted LOOP
                 EXECUTE pg_catalog.format('SELECT count(*) FROM %s WHERE seq > 0', v_rel) INTO v_n;
+                v_rows := v_rows + v_n;
+            END LOOP;
+        END IF;
+        -- Which of them belong to the extension (those CREATE EXTENSION made).
+        SELECT pg_catalog.array_agg(d.objid::regclass) INTO v_members
+          FROM pg_catalog.pg_depend d
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.objid = ANY (v_rels::oid[]) AND d.objsubid = 0
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.deptype = 'e';
+        -- Consumers that may have missed some of these events: none when
+        -- every consumer got past the newest of them (the usual case; then
+        -- no consumer row is locked or scanned).
+        v_lagging := false;
+        IF pg_catalog.to_regclass('notify_ext.consumers') IS NOT NULL THEN
+            SELECT min(c.delivered_upto) INTO v_min_delivered FROM notify_ext.consumers c;
+            IF v_min_delivered IS NOT NULL THEN
+                EXECUTE 'SELECT max(m) FROM (' || (
+                    SELECT pg_catalog.string_agg(pg_catalog.format('SELECT max(seq) AS m FROM %s', r), ' UNION ALL ')
+                      FROM pg_catalog.unnest(v_rels) r) || ') x'
+                    INTO v_max_seq;
+                v_lagging := v_max_seq > v_min_delivered;
             END IF;
-            v_rows := v_rows + v_n;
-        END LOOP;
+        END IF;
         BEGIN
             PERFORM pg_catalog.set_config('lock_timeout', GREATEST(v_budget, 1) || 'ms', true);
             v_n := 0;
-            FOREACH v_rel IN ARRAY v_rels LOOP
-                v_n := v_n + notify_ext._count_missed_before_drop(v_rel);
-            END LOOP;
+            IF v_lagging THEN
+                FOREACH v_rel IN ARRAY v_rels LOOP
+                    v_n := v_n + notify_ext._count_missed_before_drop(v_rel);
+                END LOOP;
+            END IF;
             IF NOT notify_ext._lock_within('notify_ext.event_log', 'ACCESS EXCLUSIVE', v_budget) THEN
                 RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
             END IF;
@@ -275,7 +375,14 @@ BEGIN
                 IF NOT notify_ext._lock_within(v_rel, 'ACCESS EXCLUSIVE', v_budget) THEN
                     RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
                 END IF;
-                EXECUTE pg_catalog.format('DROP TABLE %s', v_rel);
+                EXECUTE pg_catalog.format('ALTER TABLE notify_ext.event_log DETACH PARTITION %s', v_rel);
+                EXECUTE pg_catalog.format('ALTER TABLE %s RENAME TO %I', v_rel,
+                                          'event_log_expired_' || v_rel::oid);
+                -- The partitions made by CREATE EXTENSION belong to it, and
+                -- a member of an extension cannot be dropped on its own.
+                IF v_rel = ANY (v_members) THEN
+                    EXECUTE pg_catalog.format('ALTER EXTENSION notify_ext DROP TABLE %s', v_rel);
+                END IF;
             END LOOP;
             PERFORM pg_catalog.set_config('lock_timeout', v_old_timeout, true);
             v_partitions := pg_catalog.cardinality(v_rels);
@@ -284,6 +391,12 @@ BEGIN
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             v_deferred := v_deferred || v_names;
         END;
+    END IF;
+
+    -- Detached tables (of this run, or left by an earlier one) are dropped
+    -- by a worker once this transaction has ended.
+    IF EXISTS (SELECT 1 FROM notify_ext._detached_event_tables()) THEN
+        PERFORM notify_ext._start_event_table_dropper();
     END IF;
 
     RETURN pg_catalog.jsonb_build_object(
