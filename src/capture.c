@@ -132,7 +132,7 @@ static HTAB *tracked_rels = NULL;
 typedef struct PathCacheEntry
 {
 	char		key[NAMEDATALEN * 4];	/* parent id; longer ids are not cached */
-	int			nelems;					/* -1: not a resource */
+	int			nelems;					/* -1: not filled in yet */
 	Datum	   *elems;
 } PathCacheEntry;
 
@@ -859,19 +859,28 @@ parent_path(text *parent, Datum **elems, int *nelems)
 		if (strlen(key) == (size_t) len)
 		{
 			entry = hash_search(path_cache, key, HASH_ENTER, &found);
-			if (found)
+			if (found && entry->nelems >= 0)
 			{
 				*elems = entry->elems;
 				*nelems = entry->nelems;
-				return entry->nelems >= 0;
+				return true;
 			}
+			/* new, or left unfilled by a lookup that failed */
 			entry->nelems = -1;
 			entry->elems = NULL;
 		}
 	}
 
 	if (!lookup_resource(parent, &variant, elems, nelems))
+	{
+		/*
+		 * Not cached: a row inserted into a tracked table becomes a resource
+		 * without bumping the generation.
+		 */
+		if (entry != NULL)
+			hash_search(path_cache, entry->key, HASH_REMOVE, NULL);
 		return false;
+	}
 
 	if (entry != NULL)
 	{

@@ -81,3 +81,38 @@ def test_events_survive_a_crash(db, connect, restart_server):
     after_db.execute("INSERT INTO public.e2e_crash VALUES ('new', 'after restart')")
     new_seq = events_of(after_db, stream)["new"]
     assert new_seq > all_before
+
+
+def test_paths_follow_changes_made_by_other_sessions(db, connect):
+    """Each session caches parent paths; changes committed elsewhere must show."""
+    db.execute("CREATE TABLE public.e2e_folders (id text PRIMARY KEY, parent text)")
+    db.execute("SELECT notify_ext.track('public.e2e_folders', 'folder', parent_column => 'parent')")
+    db.execute("CREATE TABLE public.e2e_files (id text PRIMARY KEY, folder text)")
+    db.execute("SELECT notify_ext.track('public.e2e_files', 'file', parent_column => 'folder')")
+    a = connect()
+    b = connect()
+
+    # A parent that does not exist yet is refused, and accepted once another
+    # session has inserted it.
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        a.execute("INSERT INTO public.e2e_files VALUES ('f1', 'later')")
+    b.execute("INSERT INTO public.e2e_folders VALUES ('later', NULL)")
+    a.execute("INSERT INTO public.e2e_files VALUES ('f1', 'later')")
+
+    # A move by another session changes the path of what is written next.
+    b.execute("INSERT INTO public.e2e_folders VALUES ('root2', NULL)")
+    a.execute("INSERT INTO public.e2e_files VALUES ('f2', 'later')")
+    b.execute("UPDATE public.e2e_folders SET parent = 'root2' WHERE id = 'later'")
+    a.execute("INSERT INTO public.e2e_files VALUES ('f3', 'later')")
+    paths = dict(db.execute(
+        "SELECT resource_id, resource_path FROM notify_ext.events WHERE stream = 'public.e2e_files'"
+    ).fetchall())
+    assert paths == {"f1": ["later", "f1"], "f2": ["later", "f2"], "f3": ["root2", "later", "f3"]}
+
+    # A parent deleted elsewhere is no longer accepted.
+    b.execute("DELETE FROM public.e2e_folders WHERE id = 'root2'")
+    b.execute("INSERT INTO public.e2e_folders VALUES ('gone', NULL)")
+    a.execute("INSERT INTO public.e2e_files VALUES ('f4', 'gone')")
+    b.execute("DELETE FROM public.e2e_folders WHERE id = 'gone'")
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        a.execute("INSERT INTO public.e2e_files VALUES ('f5', 'gone')")
