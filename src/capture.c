@@ -139,6 +139,7 @@ typedef struct PathCacheEntry
 static MemoryContext path_cxt = NULL;
 static HTAB *path_cache = NULL;
 static uint64 path_generation = 0;
+static uint64 path_cache_resets = 0;	/* entries die with each reset */
 
 /* Entries of the cache at most; past that it starts over. */
 #define PATH_CACHE_MAX 10000
@@ -777,6 +778,7 @@ invalidate_path_cache(void)
 	{
 		MemoryContextReset(path_cxt);
 		path_cache = NULL;
+		path_cache_resets++;
 	}
 }
 
@@ -830,6 +832,7 @@ parent_path(text *parent, Datum **elems, int *nelems)
 	int			len = VARSIZE_ANY_EXHDR(parent);
 	text	   *variant;
 	uint64		generation = resources_generation ? pg_atomic_read_u64(resources_generation) : 0;
+	uint64		resets_before;
 
 	if (path_cache != NULL &&
 		(generation != path_generation || hash_get_num_entries(path_cache) >= PATH_CACHE_MAX))
@@ -871,7 +874,12 @@ parent_path(text *parent, Datum **elems, int *nelems)
 		}
 	}
 
-	if (!lookup_resource(parent, &variant, elems, nelems))
+	resets_before = path_cache_resets;
+	found = lookup_resource(parent, &variant, elems, nelems);
+	/* The lookup may process invalidations that drop the cache and entry. */
+	if (path_cache_resets != resets_before)
+		entry = NULL;
+	if (!found)
 	{
 		/*
 		 * Not cached: a row inserted into a tracked table becomes a resource
