@@ -14,7 +14,10 @@
 #      the variants.  The median per variant is compared with untracked.
 #      Times are psql's \timing of the autocommit statement, so they include
 #      the commit, where notify_ext writes its buffered events.
-#   2. Single-row INSERT transactions with pgbench, tracked vs untracked.
+#   2. Single-row INSERT transactions with pgbench, tracked vs untracked:
+#      separate runs, alternating, and one interleaved run (both scripts in
+#      one pgbench) whose per-script latencies are immune to background load
+#      that changes between runs.
 #
 # Connection: the usual libpq variables (PGHOST, PGPORT, PGUSER, PGDATABASE).
 # PGDATABASE (default postgres) is only used to create and drop a database
@@ -308,5 +311,25 @@ awk -v u="$tps_u" -v t="$tps_t" -v wu="${WAL[pgb_untracked]}" -v wt="${WAL[pgb_t
 	printf "%-32s %12.1f %7.3fx %11d\n", "untracked table", u, 1, wu
 	printf "%-32s %12.1f %7.3fx %11d\n", "notify_ext.track()", t, t / u, wt
 	printf "target: tracked >= 0.87x untracked (now %.3fx)\n", t / u }'
+
+# The same comparison under identical conditions: one pgbench run in which
+# each transaction picks one of the two scripts at random.  Background load
+# that comes and goes between the runs above hits both alike here; the
+# ratio of the latencies stands for the ratio of the throughputs.
+"${PSQL[@]}" -d "$BENCH_DB" -c "TRUNCATE pgb_untracked, pgb_tracked, notify_ext.event_log" \
+	-c "VACUUM" -c "CHECKPOINT" >/dev/null
+out=$("$PGBENCH" -n -c "$PGB_CLIENTS" -j "$PGB_CLIENTS" -T "$PGB_SECONDS" \
+	-f "$WORK/insert_untracked.sql@1" -f "$WORK/insert_tracked.sql@1" "$BENCH_DB" 2>&1) \
+	|| die "pgbench (interleaved) failed: $out"
+lats=$(printf '%s\n' "$out" | awk '
+	/^SQL script [0-9]+:/ { script = ($NF ~ /insert_tracked/) ? "tracked" : "untracked" }
+	/^ - latency average = / && script != "" { lat[script] = $5 }
+	END { if (lat["untracked"] != "" && lat["tracked"] != "") print lat["untracked"], lat["tracked"] }')
+[ -n "$lats" ] || die "no per-script latencies from pgbench: $out"
+read -r lat_u lat_t <<<"$lats"
+awk -v u="$lat_u" -v t="$lat_t" 'BEGIN {
+	printf "interleaved in one run (-f untracked@1 -f tracked@1): latency untracked %.3f ms, tracked %.3f ms, ratio %.3fx\n",
+		u, t, u / t }'
+
 echo
 echo "load average at the end: $(loadavg)"
