@@ -183,32 +183,21 @@ CREATE FUNCTION notify_ext.publish(stream text, operation text, payload jsonb DE
     RETURNS bigint
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_publish';
 
--- The event as consumers, webhooks and queries see it.
+-- The event as consumers, webhooks and queries see it, built in C.
 CREATE FUNCTION notify_ext.event_message(seq bigint, stream text, operation text,
         resource_id text, resource_variant text, resource_path text[],
         occurred_at timestamptz, actor text, payload json, changed text[])
     RETURNS jsonb
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT pg_catalog.jsonb_build_object(
-        'seq', seq, 'stream', stream, 'operation', operation,
-        'resource', CASE WHEN resource_id IS NOT NULL THEN
-            pg_catalog.jsonb_build_object('id', resource_id, 'variant', resource_variant,
-                                          'path', pg_catalog.to_jsonb(resource_path)) END,
-        'occurred_at', pg_catalog.to_char(occurred_at AT TIME ZONE 'UTC',
-                                          'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-        'actor', actor, 'payload', payload::jsonb)
-      || CASE WHEN changed IS NOT NULL
-              THEN pg_catalog.jsonb_build_object('changed', pg_catalog.to_jsonb(changed))
-              ELSE '{}'::jsonb END
-$$;
+    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_event_message';
 
-CREATE VIEW notify_ext.events AS
+-- For service callers: everyone else sees no rows.
+CREATE VIEW notify_ext.events WITH (security_barrier) AS
 SELECT e.seq, e.stream, e.operation, e.resource_id, e.resource_variant, e.resource_path,
        e.occurred_at, e.actor, e.payload::jsonb AS payload, e.changed,
        notify_ext.event_message(e.seq, e.stream, e.operation, e.resource_id,
                                 e.resource_variant, e.resource_path, e.occurred_at,
                                 e.actor, e.payload, e.changed) AS message
   FROM notify_ext.event_log e
- WHERE e.seq > 0;
+ WHERE e.seq > 0 AND notify_ext._is_service_caller();
 REVOKE ALL ON notify_ext.events FROM PUBLIC;
+GRANT SELECT ON notify_ext.events TO PUBLIC;

@@ -62,12 +62,6 @@ REVOKE ALL ON notify_ext.reply_keys FROM PUBLIC;
 INSERT INTO notify_ext.reply_keys (generation) VALUES (1);
 SELECT pg_catalog.pg_extension_config_dump('notify_ext.reply_keys', '');
 
--- The event JSON, built in C (replaces the SQL version used by the view).
-CREATE OR REPLACE FUNCTION notify_ext.event_message(seq bigint, stream text, operation text,
-        resource_id text, resource_variant text, resource_path text[],
-        occurred_at timestamptz, actor text, payload json, changed text[])
-    RETURNS jsonb
-    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_event_message';
 
 -- Internal: after commit, tell other sessions that consumers changed.
 CREATE FUNCTION notify_ext._consumers_changed() RETURNS void

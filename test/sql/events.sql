@@ -222,7 +222,10 @@ RESET ROLE;
 SELECT notify_ext.grant_permission('regress_events_plain', 'team', 'APPEND');
 SET ROLE regress_events_plain;
 SELECT notify_ext.publish('jobs', 'JOB_DONE', '{}', 'team') AS position;
+-- The events view is for service callers; others see no rows.
+SELECT count(*) AS events_seen_by_plain_role FROM notify_ext.events;
 RESET ROLE;
+SELECT count(*) > 0 AS events_seen_by_superuser FROM notify_ext.events;
 SELECT resource_id, payload FROM ev WHERE operation = 'JOB_DONE' ORDER BY n;
 DELETE FROM notify_ext.notifications WHERE recipient = 'regress_events_plain';
 DELETE FROM notify_ext.permissions WHERE principal = 'regress_events_plain';
