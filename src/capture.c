@@ -140,6 +140,8 @@ static MemoryContext path_cxt = NULL;
 static HTAB *path_cache = NULL;
 static uint64 path_generation = 0;
 static uint64 path_cache_resets = 0;	/* entries die with each reset */
+static Oid *path_tracked_relids = NULL; /* tracked tables when the cache was made */
+static int	path_ntracked = 0;
 
 /* Entries of the cache at most; past that it starts over. */
 #define PATH_CACHE_MAX 10000
@@ -778,6 +780,8 @@ invalidate_path_cache(void)
 	{
 		MemoryContextReset(path_cxt);
 		path_cache = NULL;
+		path_tracked_relids = NULL;
+		path_ntracked = 0;
 		path_cache_resets++;
 	}
 }
@@ -819,6 +823,29 @@ capture_shmem_init(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/* The tables whose invalidation must drop the cache (into path_cxt). */
+static void
+load_tracked_relids(void)
+{
+	uint64		i;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT tgrelid FROM pg_catalog.pg_trigger "
+					"WHERE tgname = 'notify_ext_capture' AND tgparentid = 0", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading tracked tables failed");
+	path_tracked_relids = MemoryContextAlloc(path_cxt, sizeof(Oid) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		path_tracked_relids[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	path_ntracked = (int) SPI_processed;
+	SPI_finish();
+}
+
 /*
  * The path of a parent resource, cached across statements and
  * transactions until resources change.  Returns false when it is not a
@@ -848,6 +875,7 @@ parent_path(text *parent, Datum **elems, int *nelems)
 		ctl.keysize = sizeof(((PathCacheEntry *) 0)->key);
 		ctl.entrysize = sizeof(PathCacheEntry);
 		ctl.hcxt = path_cxt;
+		load_tracked_relids();
 		path_cache = hash_create("notify_ext parent paths", 64, &ctl,
 								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 		path_generation = generation;
@@ -931,8 +959,20 @@ tracked_rel_invalidate(Datum arg, Oid relid)
 
 	if (tracked_rels == NULL)
 		return;
-	/* a tracked table dropped, truncated or altered: its rows may be gone */
-	invalidate_path_cache();
+	/*
+	 * A tracked table dropped, truncated or altered: its rows may be gone.
+	 * Other relations' invalidations (autovacuum sends many) keep the cache.
+	 */
+	if (path_cache != NULL)
+	{
+		bool		tracked = (relid == InvalidOid);
+		int			i;
+
+		for (i = 0; i < path_ntracked && !tracked; i++)
+			tracked = (path_tracked_relids[i] == relid);
+		if (tracked)
+			invalidate_path_cache();
+	}
 	hash_seq_init(&status, tracked_rels);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
