@@ -3,8 +3,9 @@
 # callgrind: deterministic, so a change to the trigger can be judged by a
 # few percent, where timings cannot.  Not a benchmark and not run by
 # scripts/bench.sh; it needs valgrind and the server binaries of this
-# machine, and builds a throwaway cluster of its own (single-user mode, no
-# server is started).
+# machine, and builds a throwaway cluster of its own in $CALLGRIND_OUT (set
+# up through a short-lived server on a socket there, measured in
+# single-user mode).
 #
 # It counts the instructions of the backend (everything run for the SQL
 # statements, commit included, not start-up) for
@@ -30,6 +31,10 @@ command -v callgrind_annotate >/dev/null || die "callgrind_annotate is not insta
 # The server refuses to run as root.
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
+# Only ever replace a directory this script made.
+if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -f "$OUT/setup.sql" ]; then
+	die "$OUT exists and was not made by this script; set CALLGRIND_OUT"
+fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
 [ "$(id -u)" -ne 0 ] || chown postgres "$OUT"
