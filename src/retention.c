@@ -16,6 +16,15 @@
  *     short-lived background worker connects there as the calling role,
  *     makes the call, commits, and hands the result (or the error) back
  *     through a dynamic shared memory segment;
+ *   - notify_ext._event_partitions(): the day partitions of the event log
+ *     with their bounds, read from pg_inherits and pg_class.relpartbound
+ *     directly (prune() calls it on every run; deparsing each bound with
+ *     pg_get_expr() and matching it with a regular expression took most of
+ *     a run's time);
+ *   - notify_ext._index_has_key_below(): whether a btree index on a
+ *     timestamptz leads to a visible row below a bound, without planning a
+ *     query (prune() asks this before each kind of batched DELETE, and most
+ *     runs have nothing to delete);
  *   - notify_ext._start_event_table_dropper(): starts a short-lived
  *     background worker that waits for the calling transaction to end and
  *     then drops the partitions prune() detached from the event log (see
@@ -26,12 +35,26 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/index.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/dependency.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_depend.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
@@ -39,11 +62,16 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "notify_ext.h"
@@ -228,6 +256,361 @@ notify_ext_retention_settings(PG_FUNCTION_ARGS)
 	add_int(&state, "prune_lock_timeout_ms", prune_lock_timeout_ms);
 	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+}
+
+/*
+ * notify_ext._retention_interval(settings jsonb, name text) returns interval
+ *
+ * settings ->> name as an interval; an error unless it is a positive one.
+ * (In C so that prune() does not compile a PL/pgSQL function and enter
+ * three subtransactions to read its settings.)
+ */
+PG_FUNCTION_INFO_V1(notify_ext_retention_interval);
+Datum
+notify_ext_retention_interval(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *str = NULL;
+	Interval   *iv = palloc0(sizeof(Interval));
+	Interval	zero;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("notify_ext.%s must be a positive interval, not \"%s\"", "<NULL>", "<NULL>"),
+				 errhint("Set it to an interval such as '7 days'.")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!PG_ARGISNULL(0))
+	{
+		Jsonb	   *settings = PG_GETARG_JSONB_P(0);
+		JsonbValue	vbuf;
+		JsonbValue *v = NULL;
+
+		if (JB_ROOT_IS_OBJECT(settings))
+			v = getKeyJsonValueFromContainer(&settings->root, name, strlen(name), &vbuf);
+		if (v == NULL || v->type == jbvNull)
+			str = NULL;
+		else if (v->type == jbvString)
+			str = pnstrdup(v->val.string.val, v->val.string.len);
+		else if (v->type == jbvNumeric)
+			str = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+		else if (v->type == jbvBool)
+			str = pstrdup(v->val.boolean ? "true" : "false");
+		else
+			str = JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	}
+	memset(&zero, 0, sizeof(zero));
+	if (str == NULL || !parse_interval(str, iv) ||
+		DatumGetBool(DirectFunctionCall2(interval_le, IntervalPGetDatum(iv),
+										 IntervalPGetDatum(&zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("notify_ext.%s must be a positive interval, not \"%s\"", name,
+						str ? str : "<NULL>"),
+				 errhint("Set it to an interval such as '7 days'.")));
+	PG_RETURN_INTERVAL_P(iv);
+}
+
+/*
+ * notify_ext._index_has_key_below(index regclass, bound timestamptz)
+ *   returns boolean
+ *
+ * Whether the btree index, whose first column is a timestamptz, has an
+ * entry below bound for a row visible to the current snapshot: the same
+ * answer as EXISTS (SELECT 1 FROM <table> WHERE <index predicate> AND
+ * <column> < bound), without parsing or planning a query.  Takes
+ * ACCESS SHARE on the table and the index, as that query would.  When row
+ * level security applies to the table for the current user it answers
+ * true (the caller's own statement then decides).
+ */
+PG_FUNCTION_INFO_V1(notify_ext_index_has_key_below);
+Datum
+notify_ext_index_has_key_below(PG_FUNCTION_ARGS)
+{
+	Oid			indexoid = PG_GETARG_OID(0);
+	TimestampTz bound = PG_GETARG_TIMESTAMPTZ(1);
+	Oid			heapoid = IndexGetRelation(indexoid, false);
+	Relation	hrel;
+	Relation	irel;
+	ScanKeyData key;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		any;
+	bool		found;
+
+	/*
+	 * First the index alone: most of the time it has no entry below bound
+	 * at all, and then the table is not even opened (its relcache entry,
+	 * with policies and triggers, costs more than the rest in a new
+	 * session).  A scan begun as a bitmap scan has no table to fetch from;
+	 * amgettuple stops at the first entry.  Only the table's lock is taken,
+	 * before the index's, as a query would.
+	 */
+	LockRelationOid(heapoid, AccessShareLock);
+	irel = index_open(indexoid, AccessShareLock);
+	if (irel->rd_rel->relam != BTREE_AM_OID ||
+		TupleDescAttr(RelationGetDescr(irel), 0)->atttypid != TIMESTAMPTZOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a btree index on a timestamptz", RelationGetRelationName(irel))));
+	ScanKeyInit(&key, 1, BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(bound));
+	scan = index_beginscan_bitmap(irel, GetActiveSnapshot(), 1);
+	index_rescan(scan, &key, 1, NULL, 0);
+	any = index_getnext_tid(scan, ForwardScanDirection) != NULL;
+	index_endscan(scan);
+	if (!any)
+	{
+		index_close(irel, NoLock);
+		PG_RETURN_BOOL(false);
+	}
+
+	/* Entries below bound: is one of their rows visible? */
+	hrel = table_open(heapoid, AccessShareLock);
+	if (check_enable_rls(heapoid, InvalidOid, true) == RLS_ENABLED)
+	{
+		index_close(irel, NoLock);
+		table_close(hrel, NoLock);
+		PG_RETURN_BOOL(true);
+	}
+	slot = table_slot_create(hrel, NULL);
+	scan = index_beginscan(hrel, irel, GetActiveSnapshot(), 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(irel, NoLock);
+	table_close(hrel, NoLock);
+	PG_RETURN_BOOL(found);
+}
+
+/* ---------------------------------------------------------------------
+ * The partitions of the event log
+ * --------------------------------------------------------------------- */
+
+/*
+ * The value of a range bound's first column, when it is a timestamptz value
+ * (not MINVALUE or MAXVALUE); false otherwise.
+ */
+static bool
+range_bound_value(List *datums, TimestampTz *value)
+{
+	PartitionRangeDatum *prd;
+	Const	   *c;
+
+	if (list_length(datums) != 1)
+		return false;
+	prd = linitial_node(PartitionRangeDatum, datums);
+	if (prd->kind != PARTITION_RANGE_DATUM_VALUE || prd->value == NULL || !IsA(prd->value, Const))
+		return false;
+	c = (Const *) prd->value;
+	if (c->constisnull || c->consttype != TIMESTAMPTZOID)
+		return false;
+	*value = DatumGetTimestampTz(c->constvalue);
+	return true;
+}
+
+typedef struct EventPartition
+{
+	Oid			rel;
+	char		name[NAMEDATALEN];
+	TimestampTz lower;
+	TimestampTz upper;
+	float4		reltuples;
+} EventPartition;
+
+/*
+ * The range partitions of notify_ext.event_log whose bounds are values (the
+ * default partition has none and is left out), in pg_inherits order; into
+ * *parts, returns how many.  Reads the catalogs as of the current catalog
+ * snapshot; takes no lock on the partitions.
+ */
+static int
+collect_event_partitions(EventPartition **parts)
+{
+	Oid			nsp;
+	Oid			parent;
+	Relation	inh;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int			n = 0;
+	int			size = 32;
+
+	*parts = palloc(size * sizeof(EventPartition));
+	nsp = get_namespace_oid("notify_ext", false);
+	parent = get_relname_relid("event_log", nsp);
+	if (!OidIsValid(parent))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"notify_ext.event_log\" does not exist")));
+
+	inh = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_inherits_inhparent, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(parent));
+	scan = systable_beginscan(inh, InheritsParentIndexId, true, NULL, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Oid			child = ((Form_pg_inherits) GETSTRUCT(tup))->inhrelid;
+		HeapTuple	ctup;
+		Form_pg_class form;
+		Datum		bound;
+		bool		isnull;
+		PartitionBoundSpec *spec;
+		TimestampTz lower;
+		TimestampTz upper;
+
+		ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(child));
+		if (!HeapTupleIsValid(ctup))
+			continue;
+		form = (Form_pg_class) GETSTRUCT(ctup);
+		bound = SysCacheGetAttr(RELOID, ctup, Anum_pg_class_relpartbound, &isnull);
+		if (isnull)
+		{
+			ReleaseSysCache(ctup);
+			continue;
+		}
+		spec = (PartitionBoundSpec *) stringToNode(TextDatumGetCString(bound));
+		if (!IsA(spec, PartitionBoundSpec) || spec->is_default ||
+			spec->strategy != PARTITION_STRATEGY_RANGE ||
+			!range_bound_value(spec->lowerdatums, &lower) ||
+			!range_bound_value(spec->upperdatums, &upper))
+		{
+			ReleaseSysCache(ctup);
+			continue;
+		}
+		if (n == size)
+		{
+			size *= 2;
+			*parts = repalloc(*parts, size * sizeof(EventPartition));
+		}
+		(*parts)[n].rel = child;
+		strlcpy((*parts)[n].name, NameStr(form->relname), NAMEDATALEN);
+		(*parts)[n].lower = lower;
+		(*parts)[n].upper = upper;
+		(*parts)[n].reltuples = form->reltuples;
+		n++;
+		ReleaseSysCache(ctup);
+	}
+	systable_endscan(scan);
+	table_close(inh, AccessShareLock);
+	return n;
+}
+
+/*
+ * notify_ext._event_partitions()
+ *   returns table (rel regclass, name text, lower_bound timestamptz, upper_bound timestamptz)
+ *
+ * The day partitions of the event log with their bounds, unordered.
+ */
+PG_FUNCTION_INFO_V1(notify_ext_event_partitions);
+Datum
+notify_ext_event_partitions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	EventPartition *parts;
+	int			n;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	n = collect_event_partitions(&parts);
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = ObjectIdGetDatum(parts[i].rel);
+		values[1] = CStringGetTextDatum(parts[i].name);
+		values[2] = TimestampTzGetDatum(parts[i].lower);
+		values[3] = TimestampTzGetDatum(parts[i].upper);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* Whether rel is a member of an extension (pg_depend, deptype 'e'). */
+static bool
+is_extension_member(Relation dep, Oid rel)
+{
+	ScanKeyData keys[3];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		member = false;
+
+	ScanKeyInit(&keys[0], Anum_pg_depend_classid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(RelationRelationId));
+	ScanKeyInit(&keys[1], Anum_pg_depend_objid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(rel));
+	ScanKeyInit(&keys[2], Anum_pg_depend_objsubid, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(0));
+	scan = systable_beginscan(dep, DependDependerIndexId, true, NULL, 3, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_depend d = (Form_pg_depend) GETSTRUCT(tup);
+
+		if (d->refclassid == ExtensionRelationId && d->deptype == DEPENDENCY_EXTENSION)
+		{
+			member = true;
+			break;
+		}
+	}
+	systable_endscan(scan);
+	return member;
+}
+
+/*
+ * notify_ext._expired_event_partitions(cutoff timestamptz)
+ *   returns table (rel regclass, name text, upper_bound timestamptz,
+ *                  reltuples real, vacuum_counted boolean, extension_member boolean)
+ *
+ * The day partitions of the event log whose upper bound is at or before
+ * cutoff, with what prune() needs to know of them before it detaches them:
+ * pg_class.reltuples; whether VACUUM has counted the partition since it
+ * last changed (reltuples >= 0, no insert since the last VACUUM, no change
+ * since the last ANALYZE, no dead row, and it has been vacuumed: then
+ * reltuples is its count); whether it is a member of an extension.  All
+ * from the catalogs and the statistics, without planning a query.
+ */
+PG_FUNCTION_INFO_V1(notify_ext_expired_event_partitions);
+Datum
+notify_ext_expired_event_partitions(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz cutoff = PG_GETARG_TIMESTAMPTZ(0);
+	EventPartition *parts;
+	Relation	dep = NULL;
+	int			n;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	n = collect_event_partitions(&parts);
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		PgStat_StatTabEntry *tab;
+		bool		counted;
+
+		if (parts[i].upper > cutoff)
+			continue;
+		if (dep == NULL)
+			dep = table_open(DependRelationId, AccessShareLock);
+		tab = pgstat_fetch_stat_tabentry(parts[i].rel);
+		counted = parts[i].reltuples >= 0 && tab != NULL &&
+			tab->inserts_since_vacuum == 0 &&
+			tab->changes_since_analyze == 0 &&
+			tab->n_dead_tuples == 0 &&
+			(tab->vacuum_timestamp != 0 || tab->autovac_vacuum_timestamp != 0);
+		values[0] = ObjectIdGetDatum(parts[i].rel);
+		values[1] = CStringGetTextDatum(parts[i].name);
+		values[2] = TimestampTzGetDatum(parts[i].upper);
+		values[3] = Float4GetDatum(parts[i].reltuples);
+		values[4] = BoolGetDatum(counted);
+		values[5] = BoolGetDatum(is_extension_member(dep, parts[i].rel));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	if (dep != NULL)
+		table_close(dep, AccessShareLock);
+	return (Datum) 0;
 }
 
 /* ---------------------------------------------------------------------

@@ -23,21 +23,31 @@
 CREATE INDEX notifications_read_ts_idx ON notify_ext.notifications (ts) WHERE read;
 
 -- Internal: the partitions of the event log with their bounds (the default
--- partition has none and is not listed).
+-- partition has none and is not listed).  Read from pg_inherits and
+-- pg_class.relpartbound in C: prune() calls it on every run.
 CREATE FUNCTION notify_ext._event_partitions()
     RETURNS TABLE (rel regclass, name text, lower_bound timestamptz, upper_bound timestamptz)
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT c.oid::regclass, c.relname::text, m[1]::timestamptz, m[2]::timestamptz
-      FROM pg_catalog.pg_inherits i
-      JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-     CROSS JOIN LATERAL pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
-                                                'FROM \(''([^'']*)''\) TO \(''([^'']*)''\)') m
-     WHERE i.inhparent = 'notify_ext.event_log'::pg_catalog.regclass
-       AND m IS NOT NULL
-$$;
+    LANGUAGE c STABLE ROWS 20
+    AS 'MODULE_PATHNAME', 'notify_ext_event_partitions';
 REVOKE ALL ON FUNCTION notify_ext._event_partitions() FROM PUBLIC;
+
+-- Internal: whether a btree index on a timestamptz leads to a visible row
+-- below bound (EXISTS with the index's predicate, without planning a query).
+-- prune() passes to_regclass(<index name>): null (no index) means "look".
+CREATE FUNCTION notify_ext._index_has_key_below(index regclass, bound timestamptz) RETURNS boolean
+    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'notify_ext_index_has_key_below';
+REVOKE ALL ON FUNCTION notify_ext._index_has_key_below(regclass, timestamptz) FROM PUBLIC;
+
+-- Internal: the partitions of the event log whose day ended at or before
+-- cutoff, with pg_class.reltuples, whether VACUUM has counted them since
+-- they last changed (then reltuples is their count) and whether they are
+-- members of an extension: what prune() needs before it detaches them.
+CREATE FUNCTION notify_ext._expired_event_partitions(cutoff timestamptz)
+    RETURNS TABLE (rel regclass, name text, upper_bound timestamptz, reltuples real,
+                   vacuum_counted boolean, extension_member boolean)
+    LANGUAGE c STABLE STRICT ROWS 5
+    AS 'MODULE_PATHNAME', 'notify_ext_expired_event_partitions';
+REVOKE ALL ON FUNCTION notify_ext._expired_event_partitions(timestamptz) FROM PUBLIC;
 
 -- Internal: tables prune() detached from the event log (renamed
 -- event_log_expired_<oid>) that are not dropped yet.
@@ -146,28 +156,10 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._count_missed_before_drop(regclass, timestamptz) FROM PUBLIC;
 
--- Internal: a retention setting as an interval (the GUC's check hook has
--- already refused anything that is not a positive interval).
+-- Internal: a retention setting as an interval; an error unless it is a
+-- positive one (the GUC's check hook has already refused anything else).
 CREATE FUNCTION notify_ext._retention_interval(settings jsonb, name text) RETURNS interval
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v interval;
-BEGIN
-    v := (settings ->> name)::interval;
-    IF v IS NULL OR v <= interval '0' THEN
-        RAISE EXCEPTION 'notify_ext.% must be a positive interval, not "%"', name, settings ->> name
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Set it to an interval such as ''7 days''.';
-    END IF;
-    RETURN v;
-EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
-    RAISE EXCEPTION 'notify_ext.% must be a positive interval, not "%"', name, settings ->> name
-        USING ERRCODE = 'invalid_parameter_value',
-              HINT = 'Set it to an interval such as ''7 days''.';
-END
-$$;
+    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'notify_ext_retention_interval';
 REVOKE ALL ON FUNCTION notify_ext._retention_interval(jsonb, text) FROM PUBLIC;
 
 CREATE FUNCTION notify_ext.prune() RETURNS jsonb
@@ -218,12 +210,13 @@ BEGIN
     END IF;
 
     -- Read notifications, oldest first; rows someone holds are left for next
-    -- time.  (Looked for first through the partial index: most runs find
-    -- none, and then the DELETE and the inbox's triggers are not run.)
+    -- time.  (Looked for first through the partial index, without planning
+    -- a query: most runs find none, and then the DELETE and the inbox's
+    -- triggers are not run.)
     v_cutoff := v_now - v_read_retention;
     FOR v_i IN 1 .. v_max_batches LOOP
-        EXIT WHEN v_i = 1 AND NOT EXISTS (
-            SELECT 1 FROM notify_ext.notifications n WHERE n.read AND n.ts < v_cutoff);
+        EXIT WHEN v_i = 1 AND NOT COALESCE(notify_ext._index_has_key_below(
+            pg_catalog.to_regclass('notify_ext.notifications_read_ts_idx'), v_cutoff), true);
         WITH doomed AS (
             SELECT n.id FROM notify_ext.notifications n
              WHERE n.read AND n.ts < v_cutoff
@@ -246,6 +239,9 @@ BEGIN
     IF pg_catalog.to_regclass('notify_ext.delivery_log') IS NOT NULL THEN
         v_cutoff := v_now - v_delivery_retention;
         FOR v_i IN 1 .. v_max_batches LOOP
+            -- (Most runs find none: then the DELETE is not planned.)
+            EXIT WHEN v_i = 1 AND NOT COALESCE(notify_ext._index_has_key_below(
+                pg_catalog.to_regclass('notify_ext.delivery_log_created_at_idx'), v_cutoff), true);
             EXECUTE 'DELETE FROM notify_ext.delivery_log d
                       WHERE d.ctid = ANY (ARRAY(SELECT o.ctid FROM notify_ext.delivery_log o
                                                  WHERE o.created_at < $1
@@ -310,42 +306,29 @@ BEGIN
     -- event_log is still held: about 0.1 s per million events.)  If a lock
     -- is not to be had, nothing is detached and everything waits for the
     -- next run.
+    --
+    -- Their rows: a partition VACUUM has counted since it last changed (a
+    -- past day, normally: autovacuum visits it once it is full) is not read
+    -- again: VACUUM's count (reltuples) is used, and the result says so.
+    -- The others are counted below (an index-only scan of the seq index
+    -- where the visibility map allows it).  Also which of them belong to
+    -- the extension (those CREATE EXTENSION made).  All in one look at the
+    -- catalogs (_expired_event_partitions(), in C).
     SELECT pg_catalog.array_agg(p.rel ORDER BY p.upper_bound),
-           pg_catalog.array_agg(p.name ORDER BY p.upper_bound)
-      INTO v_rels, v_names
-      FROM notify_ext._event_partitions() p
-     WHERE p.upper_bound <= v_cutoff;
+           pg_catalog.array_agg(p.name ORDER BY p.upper_bound),
+           COALESCE(sum(p.reltuples::bigint) FILTER (WHERE p.vacuum_counted), 0),
+           pg_catalog.array_agg(p.rel) FILTER (WHERE NOT p.vacuum_counted),
+           bool_or(p.vacuum_counted),
+           pg_catalog.array_agg(p.rel) FILTER (WHERE p.extension_member)
+      INTO v_rels, v_names, v_rows, v_uncounted, v_estimated, v_members
+      FROM notify_ext._expired_event_partitions(v_cutoff) p;
     IF v_rels IS NOT NULL THEN
-        -- Their rows.  A partition VACUUM has counted since it last changed
-        -- (a past day, normally: autovacuum visits it once it is full) is
-        -- not read again: VACUUM's count is used, and the result says so.
-        -- The others are counted (an index-only scan of the seq index
-        -- where the visibility map allows it).
-        SELECT COALESCE(sum(c.reltuples::bigint) FILTER (WHERE s.ok), 0),
-               pg_catalog.array_agg(c.oid::regclass) FILTER (WHERE NOT s.ok),
-               bool_or(s.ok)
-          INTO v_rows, v_uncounted, v_estimated
-          FROM pg_catalog.pg_class c
-         CROSS JOIN LATERAL (SELECT c.reltuples >= 0
-               AND pg_catalog.pg_stat_get_ins_since_vacuum(c.oid) = 0
-               AND pg_catalog.pg_stat_get_mod_since_analyze(c.oid) = 0
-               AND pg_catalog.pg_stat_get_dead_tuples(c.oid) = 0
-               AND (pg_catalog.pg_stat_get_last_vacuum_time(c.oid) IS NOT NULL
-                    OR pg_catalog.pg_stat_get_last_autovacuum_time(c.oid) IS NOT NULL) AS ok) s
-         WHERE c.oid = ANY (v_rels::oid[]);
         IF v_uncounted IS NOT NULL THEN
             FOREACH v_rel IN ARRAY v_uncounted LOOP
                 EXECUTE pg_catalog.format('SELECT count(*) FROM %s WHERE seq > 0', v_rel) INTO v_n;
                 v_rows := v_rows + v_n;
             END LOOP;
         END IF;
-        -- Which of them belong to the extension (those CREATE EXTENSION made).
-        SELECT pg_catalog.array_agg(d.objid::regclass) INTO v_members
-          FROM pg_catalog.pg_depend d
-         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-           AND d.objid = ANY (v_rels::oid[]) AND d.objsubid = 0
-           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
-           AND d.deptype = 'e';
         -- Consumers that may have missed some of these events: none when
         -- every consumer got past the newest of them (the usual case; then
         -- no consumer row is locked or scanned).
@@ -395,7 +378,8 @@ BEGIN
 
     -- Detached tables (of this run, or left by an earlier one) are dropped
     -- by a worker once this transaction has ended.
-    IF EXISTS (SELECT 1 FROM notify_ext._detached_event_tables()) THEN
+    -- (When this run detached some, they are there: no need to look.)
+    IF v_partitions > 0 OR EXISTS (SELECT 1 FROM notify_ext._detached_event_tables()) THEN
         PERFORM notify_ext._start_event_table_dropper();
     END IF;
 

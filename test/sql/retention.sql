@@ -171,6 +171,17 @@ WITH r AS (SELECT notify_ext.prune() AS r)
 SELECT r -> 'read_notifications' AS deleted, r -> 'incomplete' AS incomplete FROM r;
 RESET notify_ext.prune_max_batches;
 RESET notify_ext.prune_batch_size;
+-- What prune() asks before that DELETE: rows deleted since (their index
+-- entries are still there) do not count; a visible one does.
+SELECT notify_ext._index_has_key_below('notify_ext.notifications_read_ts_idx',
+                                       now() - interval '90 days') AS old_read_left;
+BEGIN;
+SELECT count(*) FROM notify_ext.create_notification('regress_ret_user2', 'RET', 'd',
+                                                    ts => now() - interval '100 days');
+UPDATE notify_ext.notifications SET read = true WHERE recipient = 'regress_ret_user2';
+SELECT notify_ext._index_has_key_below('notify_ext.notifications_read_ts_idx',
+                                       now() - interval '90 days') AS old_read_left;
+ROLLBACK;
 
 -- Webhook delivery records older than delivery_retention go.
 INSERT INTO notify_ext.delivery_log (webhook, seq, attempt, message_id, created_at)
