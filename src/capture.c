@@ -45,12 +45,6 @@
 #include "notify_ext.h"
 #include "principal.h"
 
-#if PG_VERSION_NUM >= 170000
-#define MY_PROC_INDEX MyProcNumber
-#else
-#define MY_PROC_INDEX (MyProc->pgprocno)
-#endif
-
 /* Columns of notify_ext.event_log, in order. */
 enum
 {
@@ -409,6 +403,16 @@ reset_pending(void)
 	spilled_ordinals = 0;
 }
 
+/*
+ * Events written ahead of commit get the provisional seq -(base + ordinal),
+ * with a base unique to this backend, until commit renumbers them.
+ */
+static inline int64
+provisional_seq_base(void)
+{
+	return ((int64) (MY_PROC_INDEX + 1)) << 40;
+}
+
 /* ---------------------------------------------------------------------
  * Writing events to the log
  * --------------------------------------------------------------------- */
@@ -436,7 +440,7 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 	TupleTableSlot **slots;
 	BulkInsertState bistate = NULL;
 	CommandId	cid = GetCurrentCommandId(true);
-	int64		provisional_base = ((int64) (MY_PROC_INDEX + 1)) << 40;
+	int64		provisional_base = provisional_seq_base();
 	int			i;
 	int			nslots_made;
 
@@ -585,11 +589,10 @@ spill_pending(void)
 static void
 renumber_spilled(int64 base)
 {
-	int64		provisional_base = ((int64) (MY_PROC_INDEX + 1)) << 40;
+	int64		provisional_base = provisional_seq_base();
 	Oid			argtypes[4] = {INT8OID, INT8OID, INT8OID, INT8OID};
 	Datum		args[4];
-	Oid			save_userid;
-	int			save_sec_context;
+	SavedUser	saved_user;
 	int			rc;
 
 	args[0] = Int64GetDatum(base);
@@ -597,9 +600,7 @@ renumber_spilled(int64 base)
 	args[2] = Int64GetDatum(-(provisional_base + spilled_ordinals - 1));
 	args[3] = Int64GetDatum(-provisional_base);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(extension_owner(),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	switch_to_user(extension_owner(), &saved_user);
 	/* Pre-commit runs after the last statement released its snapshot. */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -611,7 +612,7 @@ renumber_spilled(int64 base)
 		elog(ERROR, "renumbering spilled events failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
 	PopActiveSnapshot();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	restore_user(&saved_user);
 }
 
 static void
@@ -724,16 +725,13 @@ capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 static bool
 lookup_resource(text *id, text **variant, Datum **elems, int *nelems)
 {
-	Oid			save_userid;
-	int			save_sec_context;
+	SavedUser	saved_user;
 	Datum		arg = PointerGetDatum(id);
 	bool		found = false;
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	int			rc;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(extension_owner(),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	switch_to_user(extension_owner(), &saved_user);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (resource_info_plan == NULL)
@@ -768,7 +766,7 @@ lookup_resource(text *id, text **variant, Datum **elems, int *nelems)
 		}
 	}
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	restore_user(&saved_user);
 	return found;
 }
 

@@ -47,12 +47,6 @@
 #include "notify_ext.h"
 #include "principal.h"
 
-#if PG_VERSION_NUM >= 170000
-#define MY_PROC_INDEX MyProcNumber
-#else
-#define MY_PROC_INDEX (MyProc->pgprocno)
-#endif
-
 #define MAX_BATCH_SIZE 10000
 
 /* Events of the log examined per query when looking for new messages. */
@@ -1295,8 +1289,7 @@ static void
 load_consumers(void)
 {
 	uint64		generation = pg_atomic_read_u64(&consumer_shared->generation);
-	Oid			save_userid;
-	int			save_sec_context;
+	SavedUser	saved_user;
 	int			rc;
 	uint64		i;
 	HASHCTL		ctl;
@@ -1321,8 +1314,7 @@ load_consumers(void)
 	scope_index = hash_create("notify_ext consumer scopes", 64, &ctl,
 							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(extension_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	switch_to_user(extension_owner(), &saved_user);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -1382,7 +1374,7 @@ load_consumers(void)
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 	PopActiveSnapshot();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	restore_user(&saved_user);
 	cache_generation = generation;
 }
 

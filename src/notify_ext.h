@@ -11,9 +11,25 @@
 #include "lib/stringinfo.h"
 #include "utils/timestamp.h"
 
+/* This backend's slot in per-backend shared arrays. */
+#if PG_VERSION_NUM >= 170000
+#define MY_PROC_INDEX MyProcNumber
+#else
+#define MY_PROC_INDEX (MyProc->pgprocno)
+#endif
+
 /* notify_ext.c */
 extern bool notify_ext_preloaded;
 extern int	notify_ext_event_buffer_kb;
+
+/* Runs code as another role (internal objects are closed to callers). */
+typedef struct SavedUser
+{
+	Oid			userid;
+	int			sec_context;
+} SavedUser;
+extern void switch_to_user(Oid role, SavedUser *saved);
+extern void restore_user(const SavedUser *saved);
 
 /* principal.c */
 extern const char *notify_current_principal(void);

@@ -35,12 +35,6 @@
 
 #include "notify_ext.h"
 
-#if PG_VERSION_NUM >= 170000
-#define MY_PROC_INDEX MyProcNumber
-#else
-#define MY_PROC_INDEX (MyProc->pgprocno)
-#endif
-
 /* Databases that can use notify_ext at the same time in one cluster. */
 #define ORDERING_MAX_DATABASES 256
 
@@ -182,8 +176,7 @@ refill(Oid seqrelid, int64 count)
 	bool		initialized;
 	int64		next;
 	int64		new_limit;
-	Oid			save_userid;
-	int			save_sec_context;
+	SavedUser	saved_user;
 
 	LockRelationOid(seqrelid, ShareUpdateExclusiveLock);
 
@@ -201,9 +194,7 @@ refill(Oid seqrelid, int64 count)
 	LWLockRelease(ordering->lock);
 
 	/* The sequence is closed to users; write it as its owner. */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(relation_owner(seqrelid),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	switch_to_user(relation_owner(seqrelid), &saved_user);
 
 	if (!initialized)
 	{
@@ -213,7 +204,7 @@ refill(Oid seqrelid, int64 count)
 	new_limit = next + count + ORDERING_RESERVE_CHUNK;
 	DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seqrelid), Int64GetDatum(new_limit - 1));
 
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	restore_user(&saved_user);
 
 	LWLockAcquire(ordering->lock, LW_EXCLUSIVE);
 	db = database_slot(true);
@@ -283,8 +274,7 @@ ordering_committed_seq(void)
 	int64		horizon = -1;
 	Datum		last;
 	bool		isnull;
-	Oid			save_userid;
-	int			save_sec_context;
+	SavedUser	saved_user;
 
 	ordering_require_preload();
 	seqrelid = reservation_sequence();
@@ -314,9 +304,7 @@ ordering_committed_seq(void)
 	 * persisted as used belongs to a finished transaction.  Reading (not
 	 * writing) the sequence keeps this usable in read-only transactions.
 	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(relation_owner(seqrelid),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	switch_to_user(relation_owner(seqrelid), &saved_user);
 	{
 		LOCAL_FCINFO(fcinfo, 1);
 
@@ -326,7 +314,7 @@ ordering_committed_seq(void)
 		last = pg_sequence_last_value(fcinfo);
 		isnull = fcinfo->isnull;
 	}
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	restore_user(&saved_user);
 	return isnull ? 0 : DatumGetInt64(last);
 }
 
