@@ -208,15 +208,22 @@ retention_init(void)
 }
 
 static void
-add_text(JsonbParseState **state, const char *key, const char *value)
+add_key(JsonbParseState **state, const char *key)
 {
 	JsonbValue	k;
-	JsonbValue	v;
 
 	k.type = jbvString;
 	k.val.string.val = (char *) key;
 	k.val.string.len = strlen(key);
 	pushJsonbValue(state, WJB_KEY, &k);
+}
+
+static void
+add_text(JsonbParseState **state, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	add_key(state, key);
 	v.type = jbvString;
 	v.val.string.val = (char *) value;
 	v.val.string.len = strlen(value);
@@ -226,13 +233,9 @@ add_text(JsonbParseState **state, const char *key, const char *value)
 static void
 add_int(JsonbParseState **state, const char *key, int value)
 {
-	JsonbValue	k;
 	JsonbValue	v;
 
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	pushJsonbValue(state, WJB_KEY, &k);
+	add_key(state, key);
 	v.type = jbvNumeric;
 	v.val.numeric = int64_to_numeric(value);
 	pushJsonbValue(state, WJB_VALUE, &v);
