@@ -5,6 +5,9 @@
 #   NOTIFY_EXT_RUN_DIR  where the throwaway cluster lives (default <repo>/.run;
 #                       bench.sh uses <repo>/.run-bench)
 #   NOTIFY_EXT_PORT     the cluster's port, i.e. its socket name (default 5432)
+#   NOTIFY_EXT_PGBIN    the PostgreSQL binaries to build against and run
+#                       (default Debian's /usr/lib/postgresql/15/bin); a copy
+#                       of the server elsewhere gets its own installation
 #
 # The cluster listens on a Unix socket in $RUN_DIR/sock only
 # (listen_addresses = ''), so clusters in different run directories never
@@ -12,9 +15,9 @@
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
-PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PGBIN=${NOTIFY_EXT_PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 PG_CONFIG=$PGBIN/pg_config
-BUILD_LOCK=/tmp/notify_ext_build.lock
+BUILD_LOCK=/tmp/notify_ext_build$(printf '%s' "$PGBIN" | cksum | cut -d' ' -f1).lock
 PG_OS_USER=postgres
 # Debian's interpreter, which python3-pytest and python3-psycopg are for
 # (another python3 may come first on PATH).
