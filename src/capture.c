@@ -13,12 +13,17 @@
 
 #include <sys/mman.h>
 
+#include "access/brin.h"
+#include "access/brin_internal.h"
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -27,11 +32,13 @@
 #include "miscadmin.h"
 #include "partitioning/partbounds.h"
 #include "partitioning/partdesc.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "port/atomics.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -118,6 +125,7 @@ typedef struct TrackedRel
 } TrackedRel;
 
 static HTAB *tracked_rels = NULL;
+static TrackedRel *last_tracked = NULL;	/* entries stay put in the hash */
 
 /* ---------------------------------------------------------------------
  * Paths of parents, cached for the current statement
@@ -134,6 +142,9 @@ static MemoryContext path_cxt = NULL;
 static HTAB *path_cache = NULL;
 static uint64 path_generation = 0;
 static uint64 path_cache_resets = 0;	/* entries die with each reset */
+static PathCacheEntry *last_path = NULL;	/* valid while the resets match */
+static uint64 last_path_resets = 0;
+static int	last_path_len = 0;
 static Oid *path_tracked_relids = NULL; /* tracked tables when the cache was made */
 static int	path_ntracked = 0;
 
@@ -421,7 +432,102 @@ typedef struct PartitionTarget
 {
 	Relation	rel;
 	ResultRelInfo *rri;
+	bool		seq_brin_only;	/* its indexes are all minmax BRIN on seq */
 } PartitionTarget;
+
+/*
+ * The log is indexed by a minmax BRIN index on seq (see 10_events.sql):
+ * events are written in seq order at commit, so block ranges map onto seq
+ * ranges closely and one summary per range replaces an index entry per
+ * event.
+ */
+static bool
+is_seq_minmax_brin(Relation index)
+{
+	return index->rd_rel->relam == BRIN_AM_OID &&
+		index->rd_index->indnatts == 1 &&
+		index->rd_index->indkey.values[0] == EV_SEQ + 1 &&
+		heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL) &&
+		index_getprocid(index, 1, BRIN_PROCNUM_OPCINFO) == F_BRIN_MINMAX_OPCINFO;
+}
+
+/*
+ * Summarizes the two block ranges before the one that starts at blk, when a
+ * writer starts a new range and no summarizer worker (summarizer.c) can
+ * take them.  A BRIN scan must read every unsummarized range in full, so a
+ * range is summarized as soon as it is left; the range being filled stays
+ * unsummarized, which keeps inserts into it cheap (BRIN does nothing for an
+ * unsummarized range).  Never waits: while someone else holds the lock
+ * (another summarizer, VACUUM) the ranges are left to later writers or to
+ * autovacuum (the index has autosummarize on).
+ */
+static void
+summarize_left_ranges(Relation heap, Relation index, BlockNumber blk)
+{
+	BlockNumber per_range = BrinGetPagesPerRange(index);
+	SavedUser	saved_user;
+	int			back;
+
+	if (blk < per_range || !ConditionalLockRelation(heap, ShareUpdateExclusiveLock))
+		return;
+	/* brin_summarize_range() wants the index's owner. */
+	switch_to_user(heap->rd_rel->relowner, &saved_user);
+	for (back = 2; back >= 1; back--)
+		if (blk >= back * per_range)
+			DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(RelationGetRelid(index)),
+								Int64GetDatum((int64) (blk - back * per_range)));
+	restore_user(&saved_user);
+	/* A summary is not transactional: no need to keep the lock to commit. */
+	UnlockRelation(heap, ShareUpdateExclusiveLock);
+}
+
+/*
+ * Index entries of events just written to a partition whose only indexes
+ * are minmax BRIN on seq.  Events come in ascending seq order, so within a
+ * run of events on one heap block the first and the last carry the block's
+ * minimum and maximum of the run: inserting those two widens the summary
+ * exactly as inserting every event would.
+ */
+static void
+index_seq_runs(PartitionTarget *target, TupleTableSlot **slots, int nslots)
+{
+	ResultRelInfo *rri = target->rri;
+	int			k;
+
+	for (k = 0; k < rri->ri_NumIndices; k++)
+	{
+		Relation	index = rri->ri_IndexRelationDescs[k];
+		IndexInfo  *info = rri->ri_IndexRelationInfo[k];
+		BlockNumber per_range = BrinGetPagesPerRange(index);
+		int			j = 0;
+
+		while (j < nslots)
+		{
+			BlockNumber blk = ItemPointerGetBlockNumber(&slots[j]->tts_tid);
+			int			last = j;
+			bool		isnull = false;
+			Datum		seq;
+
+			while (last + 1 < nslots && ItemPointerGetBlockNumber(&slots[last + 1]->tts_tid) == blk)
+				last++;
+			/* Starting a range: the one left behind wants its summary. */
+			if (blk % per_range == 0 && blk >= per_range &&
+				ItemPointerGetOffsetNumber(&slots[j]->tts_tid) == FirstOffsetNumber &&
+				!summarizer_request(RelationGetRelid(index), blk - per_range, per_range))
+				summarize_left_ranges(target->rel, index, blk);
+			seq = slot_getattr(slots[j], EV_SEQ + 1, &isnull);
+			index_insert(index, &seq, &isnull, &slots[j]->tts_tid, target->rel,
+						 UNIQUE_CHECK_NO, false, info);
+			if (last != j)
+			{
+				seq = slot_getattr(slots[last], EV_SEQ + 1, &isnull);
+				index_insert(index, &seq, &isnull, &slots[last]->tts_tid, target->rel,
+							 UNIQUE_CHECK_NO, false, info);
+			}
+			j = last + 1;
+		}
+	}
+}
 
 /*
  * Writes buffered events into the partitions of notify_ext.event_log.  Each
@@ -443,6 +549,9 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 	int64		provisional_base = provisional_seq_base();
 	int			i;
 	int			nslots_made;
+	TimestampTz bound_lo = 1;	/* an empty range: no lookup yet */
+	TimestampTz bound_hi = 0;
+	int			bound_idx = -1;
 
 	if (!OidIsValid(logid))
 		ereport(ERROR,
@@ -484,11 +593,24 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 			int			bound;
 			int			idx;
 
-			bound = partition_range_datum_bsearch(key->partsupfunc, key->partcollation,
-												  pd->boundinfo, 1, &occurred, &equal);
-			idx = pd->boundinfo->indexes[bound + 1];
-			if (idx < 0)
-				idx = pd->boundinfo->default_index;
+			if (DatumGetTimestampTz(occurred) >= bound_lo && DatumGetTimestampTz(occurred) < bound_hi)
+				idx = bound_idx;	/* within the bounds of the last lookup */
+			else
+			{
+				PartitionBoundInfo bi = pd->boundinfo;
+
+				bound = partition_range_datum_bsearch(key->partsupfunc, key->partcollation,
+													  bi, 1, &occurred, &equal);
+				idx = bi->indexes[bound + 1];
+				if (idx < 0)
+					idx = bi->default_index;
+				/* [datums[bound], datums[bound + 1]) all map to this index. */
+				bound_lo = (bound >= 0 && bi->kind[bound][0] == PARTITION_RANGE_DATUM_VALUE) ?
+					DatumGetTimestampTz(bi->datums[bound][0]) : PG_INT64_MIN;
+				bound_hi = (bound + 1 < bi->ndatums && bi->kind[bound + 1][0] == PARTITION_RANGE_DATUM_VALUE) ?
+					DatumGetTimestampTz(bi->datums[bound + 1][0]) : PG_INT64_MAX;
+				bound_idx = idx;
+			}
 			if (idx < 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_CHECK_VIOLATION),
@@ -514,19 +636,28 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 			target->rri = makeNode(ResultRelInfo);
 			InitResultRelInfo(target->rri, target->rel, 1, NULL, 0);
 			ExecOpenIndices(target->rri, false);
+			target->seq_brin_only = true;
+			for (j = 0; j < target->rri->ri_NumIndices; j++)
+				if (!is_seq_minmax_brin(target->rri->ri_IndexRelationDescs[j]))
+					target->seq_brin_only = false;
 		}
 
 		table_multi_insert(target->rel, slots, nslots, cid, 0, bistate);
+		if (target->seq_brin_only)
+			index_seq_runs(target, slots, nslots);
 		for (j = 0; j < nslots; j++)
 		{
-			List	   *r;
+			if (!target->seq_brin_only)
+			{
+				List	   *r;
 
 #if PG_VERSION_NUM >= 160000
-			r = ExecInsertIndexTuples(target->rri, slots[j], estate, false, false, NULL, NIL, false);
+				r = ExecInsertIndexTuples(target->rri, slots[j], estate, false, false, NULL, NIL, false);
 #else
-			r = ExecInsertIndexTuples(target->rri, slots[j], estate, false, false, NULL, NIL);
+				r = ExecInsertIndexTuples(target->rri, slots[j], estate, false, false, NULL, NIL);
 #endif
-			list_free(r);
+				list_free(r);
+			}
 			ExecClearTuple(slots[j]);
 		}
 		ResetPerTupleExprContext(estate);
@@ -849,6 +980,14 @@ load_tracked_relids(void)
  * transactions until resources change.  Returns false when it is not a
  * resource.
  */
+static inline void
+remember_path(PathCacheEntry *entry, int len)
+{
+	last_path = entry;
+	last_path_resets = path_cache_resets;
+	last_path_len = len;
+}
+
 static bool
 parent_path(text *parent, Datum **elems, int *nelems)
 {
@@ -879,6 +1018,15 @@ parent_path(text *parent, Datum **elems, int *nelems)
 		path_generation = generation;
 	}
 
+	/* Consecutive rows often share a parent. */
+	if (last_path != NULL && last_path_resets == path_cache_resets &&
+		last_path_len == len && memcmp(last_path->key, VARDATA_ANY(parent), len) == 0)
+	{
+		*elems = last_path->elems;
+		*nelems = last_path->nelems;
+		return true;
+	}
+
 	if (len < (int) sizeof(entry->key))
 	{
 		char		key[sizeof(entry->key)];
@@ -892,6 +1040,7 @@ parent_path(text *parent, Datum **elems, int *nelems)
 			{
 				*elems = entry->elems;
 				*nelems = entry->nelems;
+				remember_path(entry, len);
 				return true;
 			}
 			/* new, or left unfilled by a lookup that failed */
@@ -912,7 +1061,11 @@ parent_path(text *parent, Datum **elems, int *nelems)
 		 * without bumping the generation.
 		 */
 		if (entry != NULL)
+		{
+			if (last_path == entry)
+				last_path = NULL;
 			hash_search(path_cache, entry->key, HASH_REMOVE, NULL);
+		}
 		return false;
 	}
 
@@ -927,6 +1080,7 @@ parent_path(text *parent, Datum **elems, int *nelems)
 		entry->nelems = *nelems;
 		MemoryContextSwitchTo(old);
 		*elems = entry->elems;
+		remember_path(entry, len);
 	}
 	return true;
 }
@@ -935,13 +1089,38 @@ parent_path(text *parent, Datum **elems, int *nelems)
 static Datum
 make_path(Datum *parent_elems, int nparent, Datum id)
 {
-	Datum	   *elems = palloc(sizeof(Datum) * (nparent + 1));
+	int			n = nparent + 1;
+	Size		total = ARR_OVERHEAD_NONULLS(1);
 	ArrayType  *arr;
+	char	   *p;
+	int			i;
 
-	if (nparent > 0)
-		memcpy(elems, parent_elems, sizeof(Datum) * nparent);
-	elems[nparent] = id;
-	arr = construct_array(elems, nparent + 1, TEXTOID, -1, false, TYPALIGN_INT);
+	/* What construct_array() builds for text[], without its generality. */
+	for (i = 0; i < n; i++)
+	{
+		text	   *t = DatumGetTextPP(i < nparent ? parent_elems[i] : id);
+
+		total += INTALIGN(VARHDRSZ + VARSIZE_ANY_EXHDR(t));
+	}
+	arr = (ArrayType *) palloc(total);
+	SET_VARSIZE(arr, total);
+	arr->ndim = 1;
+	arr->dataoffset = 0;
+	arr->elemtype = TEXTOID;
+	ARR_DIMS(arr)[0] = n;
+	ARR_LBOUND(arr)[0] = 1;
+	p = ARR_DATA_PTR(arr);
+	for (i = 0; i < n; i++)
+	{
+		text	   *t = DatumGetTextPP(i < nparent ? parent_elems[i] : id);
+		int			len = VARSIZE_ANY_EXHDR(t);
+		int			padded = INTALIGN(VARHDRSZ + len);
+
+		SET_VARSIZE(p, VARHDRSZ + len);
+		memcpy(VARDATA(p), VARDATA_ANY(t), len);
+		memset(p + VARHDRSZ + len, 0, padded - VARHDRSZ - len);
+		p += padded;
+	}
 	return PointerGetDatum(arr);
 }
 
@@ -1039,9 +1218,15 @@ tracked_rel(Relation rel, Trigger *trigger)
 		CacheRegisterRelcacheCallback(tracked_rel_invalidate, (Datum) 0);
 	}
 
+	/* Consecutive rows nearly always come from the same table. */
+	if (last_tracked != NULL && last_tracked->relid == relid && last_tracked->valid)
+		return last_tracked;
 	entry = hash_search(tracked_rels, &relid, HASH_ENTER, &found);
 	if (found && entry->valid)
+	{
+		last_tracked = entry;
 		return entry;
+	}
 	if (!found)
 		entry->cxt = NULL;
 	entry->valid = false;
@@ -1081,6 +1266,7 @@ tracked_rel(Relation rel, Trigger *trigger)
 	entry->rowjson = rowjson_prepare(RelationGetDescr(rel), entry->cxt);
 	MemoryContextSwitchTo(old);
 	entry->valid = true;
+	last_tracked = entry;
 	return entry;
 }
 
@@ -1089,6 +1275,17 @@ column_text(FmgrInfo *out, bool is_text, Datum value)
 {
 	if (is_text)
 		return DatumGetTextPP(value);
+	/* Integer ids, the common case, without a trip through the cstring. */
+	if (out->fn_oid == F_INT8OUT || out->fn_oid == F_INT4OUT)
+	{
+		text	   *t = palloc(VARHDRSZ + MAXINT8LEN + 1);
+		int			len = out->fn_oid == F_INT8OUT ?
+			pg_lltoa(DatumGetInt64(value), VARDATA(t)) :
+			pg_ltoa(DatumGetInt32(value), VARDATA(t));
+
+		SET_VARSIZE(t, VARHDRSZ + len);
+		return t;
+	}
 	return cstring_to_text(OutputFunctionCall(out, value));
 }
 
@@ -1097,6 +1294,30 @@ text_equal(text *a, text *b)
 {
 	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
+/* The principal as text, rebuilt only when it changes. */
+static Datum
+actor_text(void)
+{
+	static char *last_name = NULL;
+	static Datum last_text = (Datum) 0;
+	const char *name = notify_current_principal();
+
+	if (last_name == NULL || strcmp(last_name, name) != 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		if (last_name != NULL)
+		{
+			pfree(last_name);
+			pfree(DatumGetPointer(last_text));
+		}
+		last_name = pstrdup(name);
+		last_text = CStringGetTextDatum(name);
+		MemoryContextSwitchTo(old);
+	}
+	return last_text;
 }
 
 /* ---------------------------------------------------------------------
@@ -1145,7 +1366,7 @@ notify_ext_capture(PG_FUNCTION_ARGS)
 	nulls[EV_OCCURRED_AT] = false;
 	values[EV_STREAM] = tr->stream;
 	nulls[EV_STREAM] = false;
-	values[EV_ACTOR] = CStringGetTextDatum(notify_current_principal());
+	values[EV_ACTOR] = actor_text();
 	nulls[EV_ACTOR] = false;
 
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
@@ -1245,9 +1466,12 @@ notify_ext_capture(PG_FUNCTION_ARGS)
 		nulls[EV_RESOURCE_PATH] = false;
 	}
 
+	/* The JSON is written behind room for a varlena header: no copy. */
 	resetStringInfo(&json_buf);
+	appendBinaryStringInfo(&json_buf, "\0\0\0\0", VARHDRSZ);
 	rowjson_append(tr->rowjson, &json_buf, rowvalues, rownulls);
-	values[EV_PAYLOAD] = PointerGetDatum(cstring_to_text_with_len(json_buf.data, json_buf.len));
+	SET_VARSIZE(json_buf.data, json_buf.len);
+	values[EV_PAYLOAD] = PointerGetDatum(json_buf.data);
 	nulls[EV_PAYLOAD] = false;
 
 	buffer_event(values, nulls);
@@ -1323,7 +1547,7 @@ notify_ext_publish(PG_FUNCTION_ARGS)
 	nulls[EV_STREAM] = false;
 	values[EV_OPERATION] = PointerGetDatum(operation);
 	nulls[EV_OPERATION] = false;
-	values[EV_ACTOR] = CStringGetTextDatum(notify_current_principal());
+	values[EV_ACTOR] = actor_text();
 	nulls[EV_ACTOR] = false;
 
 	initStringInfo(&payload);

@@ -49,8 +49,15 @@
 
 #define MAX_BATCH_SIZE 10000
 
-/* Events of the log examined per query when looking for new messages. */
-#define SCAN_WINDOW 10000
+/*
+ * Seqs of the log examined per query when looking for new messages.  The
+ * seq index is BRIN, so a query reads its whole window: the first window is
+ * sized to the batch (seqs are dense, so a consumer of everything fills its
+ * batch from it), and each one that comes back short is four times the
+ * last, up to SCAN_WINDOW_MAX, for consumers whose scope is sparse.
+ */
+#define SCAN_WINDOW_MIN 256
+#define SCAN_WINDOW_MAX 262144
 #define SALT_BYTES 16
 
 static char *reply_key_grace = NULL;
@@ -851,6 +858,7 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		int			nall = 0;
 		uint64		r = 0;
 		uint64		nn = 0;
+		int64		window;
 		MemoryContext msg_cxt;
 		MemoryContext old_cxt;
 		unsigned char *salts;
@@ -860,14 +868,15 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		new_tuples = palloc(sizeof(HeapTuple) * Max(remaining, 1));
 
 		/*
-		 * Read in windows of seq so that each query stays an ordered index
-		 * scan over a bounded range, however far behind the consumer is.
+		 * Read in windows of seq so that each query stays bounded, however
+		 * far behind the consumer is.
 		 */
+		window = Max(SCAN_WINDOW_MIN, 2 * (int64) remaining);
 		while (remaining > (int) nnew && new_upto < horizon)
 		{
 			Datum		args[8];
 			char		nulls[8];
-			int64		window_end = Min(horizon, new_upto + Max(SCAN_WINDOW, 4 * (int64) remaining));
+			int64		window_end = Min(horizon, new_upto + window);
 			int			want = remaining - (int) nnew;
 			uint64		j;
 
@@ -893,7 +902,10 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 				new_upto = DatumGetInt64(SPI_getbinval(new_tuples[nnew - 1], new_desc, 1, &isnull));
 			}
 			else
+			{
 				new_upto = window_end;
+				window = Min(SCAN_WINDOW_MAX, window * 4);
+			}
 		}
 
 		/* Emit redeliveries and new messages merged in seq order. */

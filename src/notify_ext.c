@@ -48,6 +48,7 @@ notify_ext_shmem_request(void)
 	RequestAddinShmemSpace(ordering_shmem_size());
 	RequestAddinShmemSpace(consumer_shmem_size());
 	RequestAddinShmemSpace(capture_shmem_size());
+	RequestAddinShmemSpace(summarizer_shmem_size());
 	RequestNamedLWLockTranche("notify_ext", 1);
 }
 
@@ -59,6 +60,7 @@ notify_ext_shmem_startup(void)
 	ordering_shmem_init();
 	consumer_shmem_init();
 	capture_shmem_init();
+	summarizer_shmem_init();
 }
 
 void

@@ -9,6 +9,7 @@
 #include "access/htup.h"
 #include "access/tupdesc.h"
 #include "lib/stringinfo.h"
+#include "storage/block.h"
 #include "utils/timestamp.h"
 
 /* This backend's slot in per-backend shared arrays. */
@@ -58,6 +59,11 @@ extern TupleDesc event_log_desc(void);
  */
 typedef void (*events_committed_hook) (int64 first_seq, int64 count);
 extern void capture_register_commit_hook(events_committed_hook hook);
+
+/* summarizer.c: BRIN summaries of the event log, off the writers' path */
+extern Size summarizer_shmem_size(void);
+extern void summarizer_shmem_init(void);
+extern bool summarizer_request(Oid indexoid, BlockNumber blk, BlockNumber per_range);
 
 /* consumer.c: stream consumers */
 extern Size consumer_shmem_size(void);

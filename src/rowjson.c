@@ -21,6 +21,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "pgtime.h"
 
 #include "notify_ext.h"
 
@@ -46,8 +47,20 @@ struct RowJsonColumn
 	bool		typbyval;
 	int16		typlen;
 	char	   *key;			/* "name": */
+	int			key_len;
 	Datum		name;			/* the name as text, for "changed" */
 	FmgrInfo	func;			/* output function, or to_json() */
+
+	/*
+	 * The last date/time value written and its JSON, reused while the value
+	 * and the time zone stay the same (bulk inserts often share a default
+	 * such as now()).
+	 */
+	bool		has_last;
+	Datum		last_value;
+	pg_tz	   *last_zone;
+	int			last_len;
+	char		last_text[MAXDATELEN + 3];
 };
 
 static RowJsonKind
@@ -121,6 +134,7 @@ rowjson_prepare(TupleDesc tupdesc, MemoryContext cxt)
 		escape_json(&key, NameStr(att->attname));
 		appendStringInfoChar(&key, ':');
 		col->key = key.data;
+		col->key_len = key.len;
 
 		if (col->kind == RJ_TO_JSON)
 		{
@@ -145,6 +159,47 @@ rowjson_prepare(TupleDesc tupdesc, MemoryContext cxt)
 	return rj;
 }
 
+/* appendBinaryStringInfo() for the short pieces of a row, inlined. */
+static inline void
+append_bytes(StringInfo buf, const char *data, int len)
+{
+	if (buf->len + len >= buf->maxlen)
+		enlargeStringInfo(buf, len);
+	memcpy(buf->data + buf->len, data, len);
+	buf->len += len;
+	buf->data[buf->len] = '\0';
+}
+
+/*
+ * A string as a JSON string, the way escape_json() writes it, straight from
+ * its bytes: the common case, nothing to escape, is one copy.
+ */
+static void
+append_json_string(StringInfo buf, const char *str, int len)
+{
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) str[i];
+
+		if (c < ' ' || c == '"' || c == '\\')
+		{
+			char	   *copy = pnstrdup(str, len);
+
+			escape_json(buf, copy);
+			pfree(copy);
+			return;
+		}
+	}
+	enlargeStringInfo(buf, len + 2);
+	buf->data[buf->len++] = '"';
+	memcpy(buf->data + buf->len, str, len);
+	buf->len += len;
+	buf->data[buf->len++] = '"';
+	buf->data[buf->len] = '\0';
+}
+
 static void
 append_value(RowJsonColumn *col, StringInfo buf, Datum value)
 {
@@ -157,10 +212,10 @@ append_value(RowJsonColumn *col, StringInfo buf, Datum value)
 			appendStringInfoString(buf, numbuf);
 			break;
 		case RJ_INT4:
-			appendBinaryStringInfo(buf, numbuf, pg_ltoa(DatumGetInt32(value), numbuf));
+			append_bytes(buf, numbuf, pg_ltoa(DatumGetInt32(value), numbuf));
 			break;
 		case RJ_INT8:
-			appendBinaryStringInfo(buf, numbuf, pg_lltoa(DatumGetInt64(value), numbuf));
+			append_bytes(buf, numbuf, pg_lltoa(DatumGetInt64(value), numbuf));
 			break;
 		case RJ_NUMBER:
 			{
@@ -175,25 +230,45 @@ append_value(RowJsonColumn *col, StringInfo buf, Datum value)
 			}
 			break;
 		case RJ_BOOL:
-			appendStringInfoString(buf, DatumGetBool(value) ? "true" : "false");
+			if (DatumGetBool(value))
+				append_bytes(buf, "true", 4);
+			else
+				append_bytes(buf, "false", 5);
 			break;
 		case RJ_STRING:
 			{
 				char	   *s;
 
 				if (col->typid == TEXTOID || col->typid == VARCHAROID)
-					s = TextDatumGetCString(value);
-				else
-					s = OutputFunctionCall(&col->func, value);
+				{
+					text	   *t = DatumGetTextPP(value);
+
+					append_json_string(buf, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+					break;
+				}
+				s = OutputFunctionCall(&col->func, value);
 				escape_json(buf, s);
 				pfree(s);
 			}
 			break;
 		case RJ_DATETIME:
-			JsonEncodeDateTime(numbuf, value, col->typid, NULL);
-			appendStringInfoChar(buf, '"');
-			appendStringInfoString(buf, numbuf);
-			appendStringInfoChar(buf, '"');
+			if (!col->typbyval)
+			{
+				JsonEncodeDateTime(numbuf, value, col->typid, NULL);
+				appendStringInfoChar(buf, '"');
+				appendStringInfoString(buf, numbuf);
+				appendStringInfoChar(buf, '"');
+				break;
+			}
+			if (!col->has_last || col->last_value != value || col->last_zone != session_timezone)
+			{
+				JsonEncodeDateTime(numbuf, value, col->typid, NULL);
+				col->last_len = snprintf(col->last_text, sizeof(col->last_text), "\"%s\"", numbuf);
+				col->last_value = value;
+				col->last_zone = session_timezone;
+				col->has_last = true;
+			}
+			append_bytes(buf, col->last_text, col->last_len);
 			break;
 		case RJ_JSON:
 			{
@@ -224,19 +299,19 @@ rowjson_append(RowJson *rj, StringInfo buf, Datum *values, bool *nulls)
 {
 	int			i;
 
-	appendStringInfoChar(buf, '{');
+	append_bytes(buf, "{", 1);
 	for (i = 0; i < rj->natts; i++)
 	{
 		RowJsonColumn *col = &rj->columns[i];
 		int			k = col->attnum - 1;
 
-		appendStringInfoString(buf, col->key);
+		append_bytes(buf, col->key, col->key_len);
 		if (nulls[k])
-			appendStringInfoString(buf, "null");
+			append_bytes(buf, "null", 4);
 		else
 			append_value(col, buf, values[k]);
 	}
-	appendStringInfoChar(buf, '}');
+	append_bytes(buf, "}", 1);
 }
 
 /*

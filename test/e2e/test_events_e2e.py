@@ -1,7 +1,12 @@
 """Event numbering seen from clients: commit order, open transactions, crashes."""
 
+import time
+
 import psycopg
 import pytest
+from psycopg import sql
+
+from conftest import DB_PREFIX, dsn_for
 
 
 def events_of(conn, stream):
@@ -116,3 +121,75 @@ def test_paths_follow_changes_made_by_other_sessions(db, connect):
     b.execute("DELETE FROM public.e2e_folders WHERE id = 'gone'")
     with pytest.raises(psycopg.errors.UndefinedObject):
         a.execute("INSERT INTO public.e2e_files VALUES ('f5', 'gone')")
+
+
+def lossy_blocks_read(conn, lo, hi):
+    """Heap blocks a BRIN scan of the log reads for seq lo..hi."""
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        plan = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM notify_ext.event_log"
+            " WHERE seq BETWEEN %s AND %s",
+            (lo, hi),
+        ).fetchone()[0]
+
+    def walk(node):
+        yield node.get("Lossy Heap Blocks", 0) + node.get("Exact Heap Blocks", 0)
+        for child in node.get("Plans", []):
+            yield from walk(child)
+
+    return sum(walk(plan[0]["Plan"]))
+
+
+def test_block_ranges_left_behind_get_summarized(db):
+    """A bulk insert fills hundreds of BRIN ranges; the summarizer worker
+    summarizes every one it leaves, so a narrow read touches a few ranges,
+    not the whole log."""
+    db.execute("CREATE TABLE public.e2e_bulk (id bigint PRIMARY KEY, note text)")
+    db.execute("SELECT notify_ext.track('public.e2e_bulk'::regclass, 'bulk_item')")
+    db.execute("INSERT INTO public.e2e_bulk SELECT g, repeat('x', 100) FROM generate_series(1, 60000) g")
+    lo, hi = db.execute(
+        "SELECT min(seq), max(seq) FROM notify_ext.events WHERE stream = 'public.e2e_bulk'"
+    ).fetchone()
+    assert hi - lo == 59999
+    total_blocks = db.execute(
+        "SELECT sum(pg_relation_size(c.oid) / current_setting('block_size')::int)"
+        "  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'notify_ext.event_log'::regclass"
+    ).fetchone()[0]
+    assert total_blocks > 1000, total_blocks
+
+    middle = lo + 30000
+    deadline = time.monotonic() + 20
+    while True:
+        read = lossy_blocks_read(db, middle, middle + 10)
+        # the range holding the seqs, plus the one still being filled
+        if read <= 2 * 32 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert read <= 2 * 32, f"{read} of {total_blocks} blocks read"
+    assert db.execute(
+        "SELECT count(*) FROM notify_ext.events WHERE seq BETWEEN %s AND %s", (middle, middle + 10)
+    ).fetchone()[0] == 11
+
+
+def test_summarizer_does_not_hold_up_drop_database(admin_dsn):
+    """The worker leaves its database once idle: a plain DROP DATABASE
+    (which waits only a few seconds for other sessions) succeeds."""
+    name = f"{DB_PREFIX}_summarizer_drop"
+    ident = sql.Identifier(name)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+        with psycopg.connect(dsn_for(name), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION notify_ext")
+            conn.execute("CREATE TABLE t (id bigint PRIMARY KEY)")
+            conn.execute("SELECT notify_ext.track('t', 'item')")
+            conn.execute("INSERT INTO t SELECT generate_series(1, 20000)")
+        workers = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notify_ext event log summarizer'"
+            " AND datname = %s",
+            (name,),
+        ).fetchone()[0]
+        assert workers <= 1
+        admin.execute(sql.SQL("DROP DATABASE {}").format(ident))

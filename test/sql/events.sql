@@ -140,6 +140,19 @@ INSERT INTO kinds (id) VALUES (2);
 SELECT k.payload::jsonb = to_jsonb(x) AS same_as_to_jsonb, k.payload
   FROM ev k JOIN kinds x ON k.resource_id = x.id::text WHERE k.stream = 'public.kinds' ORDER BY k.n;
 
+-- Dates and times are written in the session's time zone, also when the
+-- same value comes again after the time zone changed.
+CREATE TABLE stamps (id bigint PRIMARY KEY, label text, at timestamptz);
+SELECT notify_ext.track('stamps', 'stamp');
+INSERT INTO stamps VALUES (1, 'plain', '2026-01-02 03:04:05+00'), (2, 'café "q" \ end', '2026-01-02 03:04:05+00');
+SET timezone = 'Asia/Tokyo';
+INSERT INTO stamps VALUES (3, E'tab\there', '2026-01-02 03:04:05+00');
+SET timezone = 'UTC';
+INSERT INTO stamps VALUES (4, '', '2026-01-02 03:04:05+00');
+SELECT resource_id, payload,
+       CASE WHEN s.id <> 3 THEN payload::jsonb = to_jsonb(s) END AS same_as_to_jsonb_in_utc
+  FROM ev k JOIN stamps s ON k.resource_id = s.id::text WHERE k.stream = 'public.stamps' ORDER BY k.n;
+
 -- TRUNCATE records one event for the table.
 TRUNCATE kinds;
 SELECT operation, resource_id, payload FROM ev WHERE stream = 'public.kinds' ORDER BY n DESC LIMIT 1;

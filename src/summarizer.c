@@ -1,0 +1,315 @@
+/*
+ * summarizer.c: summarizes the BRIN block ranges of the event log that
+ * writers have left behind, in a background worker per database.
+ *
+ * The seq index of notify_ext.event_log is a minmax BRIN index, and a BRIN
+ * scan reads every unsummarized block range in full.  Ranges must therefore
+ * be summarized soon after they fill up, not whenever autovacuum gets round
+ * to it.  Summarizing a range means reading all of its rows, about as much
+ * work as writing them once more, so the writer that starts a new range
+ * does not do it itself: it queues the range it left here, and a worker of
+ * its database summarizes it.  The worker is started on demand and exits
+ * when it has had nothing to do for a second, so that it never holds up a
+ * DROP DATABASE for long.  When no worker can be started, or the queue is
+ * full, the writer summarizes in place (see capture.c).
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/index.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "notify_ext.h"
+
+/* Ranges waiting for a worker, for all databases. */
+#define SUMMARY_QUEUE_SIZE 512
+/* Databases with a worker at once. */
+#define SUMMARIZER_MAX_DATABASES 16
+/* A worker with nothing to do this long exits. */
+#define SUMMARIZER_IDLE_MS 1000
+
+typedef struct SummaryRequest
+{
+	Oid			dboid;
+	Oid			indexoid;
+	BlockNumber blk;			/* first block of the range */
+	BlockNumber per_range;		/* the index's pages_per_range */
+} SummaryRequest;
+
+typedef struct SummarizerSlot
+{
+	Oid			dboid;			/* InvalidOid: free */
+	bool		running;		/* the worker has attached; latch is set */
+	Latch	   *latch;
+} SummarizerSlot;
+
+typedef struct SummarizerShared
+{
+	slock_t		mutex;
+	int			nrequests;
+	SummaryRequest requests[SUMMARY_QUEUE_SIZE];
+	SummarizerSlot slots[SUMMARIZER_MAX_DATABASES];
+} SummarizerShared;
+
+static SummarizerShared *shared = NULL;
+
+PGDLLEXPORT void notify_ext_summarizer_main(Datum arg);
+
+Size
+summarizer_shmem_size(void)
+{
+	return sizeof(SummarizerShared);
+}
+
+void
+summarizer_shmem_init(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("notify_ext summarizer", sizeof(SummarizerShared), &found);
+	if (!found)
+	{
+		memset(shared, 0, sizeof(SummarizerShared));
+		SpinLockInit(&shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static bool
+start_worker(Oid dboid)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "notify_ext");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "notify_ext_summarizer_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "notify_ext event log summarizer for database %u", dboid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "notify_ext event log summarizer");
+	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
+	worker.bgw_notify_pid = 0;
+	return RegisterDynamicBackgroundWorker(&worker, &handle);
+}
+
+/*
+ * Queues the block range of the BRIN index that starts at blk for the
+ * worker of this database, starting the worker when there is none.  Returns
+ * false when the range is not queued (the queue is full, or no worker can
+ * be started): the caller then summarizes it itself.  Never raises errors.
+ */
+bool
+summarizer_request(Oid indexoid, BlockNumber blk, BlockNumber per_range)
+{
+	SummarizerSlot *slot = NULL;
+	Latch	   *latch = NULL;
+	bool		launch = false;
+	int			i;
+
+	if (shared == NULL)
+		return false;
+
+	SpinLockAcquire(&shared->mutex);
+	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
+		if (shared->slots[i].dboid == MyDatabaseId)
+			slot = &shared->slots[i];
+	if (slot == NULL)
+	{
+		for (i = 0; i < SUMMARIZER_MAX_DATABASES && slot == NULL; i++)
+			if (shared->slots[i].dboid == InvalidOid)
+				slot = &shared->slots[i];
+		if (slot == NULL || shared->nrequests == SUMMARY_QUEUE_SIZE)
+		{
+			SpinLockRelease(&shared->mutex);
+			return false;
+		}
+		slot->dboid = MyDatabaseId;
+		slot->running = false;
+		slot->latch = NULL;
+		launch = true;
+	}
+	if (shared->nrequests == SUMMARY_QUEUE_SIZE)
+	{
+		SpinLockRelease(&shared->mutex);
+		return false;
+	}
+	shared->requests[shared->nrequests].dboid = MyDatabaseId;
+	shared->requests[shared->nrequests].indexoid = indexoid;
+	shared->requests[shared->nrequests].blk = blk;
+	shared->requests[shared->nrequests].per_range = per_range;
+	shared->nrequests++;
+	if (slot->running)
+		latch = slot->latch;
+	SpinLockRelease(&shared->mutex);
+
+	if (latch != NULL)
+		SetLatch(latch);
+	if (launch && !start_worker(MyDatabaseId))
+	{
+		/* No worker: take back this database's requests and its slot. */
+		int			kept = 0;
+
+		SpinLockAcquire(&shared->mutex);
+		for (i = 0; i < shared->nrequests; i++)
+			if (shared->requests[i].dboid != MyDatabaseId)
+				shared->requests[kept++] = shared->requests[i];
+		shared->nrequests = kept;
+		slot->dboid = InvalidOid;
+		SpinLockRelease(&shared->mutex);
+		return false;
+	}
+	return true;
+}
+
+/* Takes up to max queued ranges of database dboid. */
+static int
+take_requests(Oid dboid, SummaryRequest *out, int max)
+{
+	int			n = 0;
+	int			kept = 0;
+	int			i;
+
+	SpinLockAcquire(&shared->mutex);
+	for (i = 0; i < shared->nrequests; i++)
+	{
+		if (shared->requests[i].dboid == dboid && n < max)
+			out[n++] = shared->requests[i];
+		else
+			shared->requests[kept++] = shared->requests[i];
+	}
+	shared->nrequests = kept;
+	SpinLockRelease(&shared->mutex);
+	return n;
+}
+
+/*
+ * Summarizes one range, and the one before it in case that one's turn was
+ * skipped, unless the table is gone or busy (VACUUM, a detach): later
+ * requests and autosummarize catch up with those.
+ */
+static void
+summarize_range_if_free(const SummaryRequest *req)
+{
+	Oid			heapoid = IndexGetRelation(req->indexoid, true);
+
+	if (!OidIsValid(heapoid) || !ConditionalLockRelationOid(heapoid, ShareUpdateExclusiveLock))
+		return;
+	/* Dropped while we were not holding the lock? */
+	if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(req->indexoid)))
+	{
+		if (req->blk >= req->per_range)
+			DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(req->indexoid),
+								Int64GetDatum((int64) (req->blk - req->per_range)));
+		DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(req->indexoid),
+							Int64GetDatum((int64) req->blk));
+	}
+	UnlockRelationOid(heapoid, ShareUpdateExclusiveLock);
+}
+
+static Oid	my_dboid = InvalidOid;
+
+static void
+release_slot(int code, Datum arg)
+{
+	int			i;
+
+	SpinLockAcquire(&shared->mutex);
+	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
+		if (shared->slots[i].dboid == my_dboid && shared->slots[i].latch == MyLatch)
+		{
+			shared->slots[i].dboid = InvalidOid;
+			shared->slots[i].running = false;
+			shared->slots[i].latch = NULL;
+		}
+	SpinLockRelease(&shared->mutex);
+}
+
+void
+notify_ext_summarizer_main(Datum arg)
+{
+	SummaryRequest batch[64];
+	TimestampTz idle_since;
+	bool		attached = false;
+	int			i;
+
+	my_dboid = DatumGetObjectId(arg);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
+
+	SpinLockAcquire(&shared->mutex);
+	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
+		if (shared->slots[i].dboid == my_dboid && !shared->slots[i].running)
+		{
+			shared->slots[i].running = true;
+			shared->slots[i].latch = MyLatch;
+			attached = true;
+			break;
+		}
+	SpinLockRelease(&shared->mutex);
+	if (!attached)
+		proc_exit(0);			/* another worker serves this database */
+	before_shmem_exit(release_slot, (Datum) 0);
+
+	idle_since = GetCurrentTimestamp();
+	for (;;)
+	{
+		int			n;
+
+		CHECK_FOR_INTERRUPTS();
+		n = take_requests(my_dboid, batch, lengthof(batch));
+		if (n > 0)
+		{
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			pgstat_report_activity(STATE_RUNNING, "notify_ext: summarizing event log block ranges");
+			for (i = 0; i < n; i++)
+				summarize_range_if_free(&batch[i]);
+			CommitTransactionCommand();
+			pgstat_report_activity(STATE_IDLE, NULL);
+			idle_since = GetCurrentTimestamp();
+			continue;
+		}
+		if (TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), SUMMARIZER_IDLE_MS))
+		{
+			bool		pending = false;
+
+			/* Leave only when no request can be stranded. */
+			SpinLockAcquire(&shared->mutex);
+			for (i = 0; i < shared->nrequests && !pending; i++)
+				pending = (shared->requests[i].dboid == my_dboid);
+			if (!pending)
+				for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
+					if (shared->slots[i].dboid == my_dboid && shared->slots[i].latch == MyLatch)
+					{
+						shared->slots[i].dboid = InvalidOid;
+						shared->slots[i].running = false;
+						shared->slots[i].latch = NULL;
+					}
+			SpinLockRelease(&shared->mutex);
+			if (!pending)
+				proc_exit(0);
+			continue;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 SUMMARIZER_IDLE_MS / 4, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
