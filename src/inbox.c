@@ -28,6 +28,7 @@
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
+#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -376,9 +377,36 @@ int8_array(KSet *s, int n, bool second)
 }
 
 /*
+ * Which recipients of a statement get their deltas checked for folding.
+ * Checking reads all of a recipient's delta rows, which for a statement
+ * with a thousand recipients costs more than inserting its deltas.  Every
+ * statement adds at most one row per (recipient, type), so a recipient
+ * need not be checked on every statement: one that touches at most
+ * FOLD_CHECK_ALL recipients checks them all, a larger one checks each with
+ * probability max(FOLD_CHECK_ALL / n, 1 / FOLD_CHECK_ONE_IN).  A recipient
+ * therefore gets folded, on average, within FOLD_CHECK_ONE_IN statements
+ * of passing the threshold, whatever mix of statements adds its deltas.
+ * The counts stay exact either way: folding only merges rows.
+ */
+#define FOLD_CHECK_ALL 16
+#define FOLD_CHECK_ONE_IN 8
+
+static bool
+fold_check_sampled(int nrecipients)
+{
+	double		share;
+
+	if (nrecipients <= FOLD_CHECK_ALL)
+		return true;
+	share = Max((double) FOLD_CHECK_ALL / nrecipients, 1.0 / FOLD_CHECK_ONE_IN);
+	return pg_prng_double(&pg_global_prng_state) < share;
+}
+
+/*
  * Inserts one count delta row per entry of counts (key "recipient\0type",
  * copied; a = total, b = unread), then folds the deltas of those recipients
- * that have many (notify_ext._inbox_compact()).  SPI must be connected.
+ * that have many (notify_ext._inbox_compact()), checking a sample of them
+ * when there are many (fold_check_sampled()).  SPI must be connected.
  */
 static void
 add_counts_and_fold(KSet *counts, MemoryContext cxt)
@@ -387,17 +415,22 @@ add_counts_and_fold(KSet *counts, MemoryContext cxt)
 	Datum		recipients;
 	int			ret;
 	KSet		distinct;
+	KSet		to_check;
 
 	args[0] = text_array(counts, counts->nents, false);
 	args[1] = text_array(counts, counts->nents, true);
 	args[2] = int8_array(counts, counts->nents, false);
 	args[3] = int8_array(counts, counts->nents, true);
-	/* The recipients, once each, for folding. */
+	/* The recipients, once each, then those checked for folding. */
 	ks_init(&distinct, cxt, counts->nents);
 	for (int i = 0; i < counts->nents; i++)
 		(void) ks_find(&distinct, counts->ents[i].key, strlen(counts->ents[i].key),
 					   true, false, NULL);
-	recipients = text_array(&distinct, distinct.nents, false);
+	ks_init(&to_check, cxt, Min(distinct.nents, FOLD_CHECK_ALL * 2));
+	for (int i = 0; i < distinct.nents; i++)
+		if (fold_check_sampled(distinct.nents))
+			(void) ks_find(&to_check, distinct.ents[i].key, distinct.ents[i].len,
+						   true, false, NULL);
 
 	if (counts_plan == NULL)
 	{
@@ -412,6 +445,9 @@ add_counts_and_fold(KSet *counts, MemoryContext cxt)
 	ret = SPI_execute_plan(counts_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "inserting count deltas failed: %s", SPI_result_code_string(ret));
+	if (to_check.nents == 0)
+		return;
+	recipients = text_array(&to_check, to_check.nents, false);
 	if (compact_plan == NULL)
 	{
 		Oid			t[1] = {TEXTARRAYOID};
