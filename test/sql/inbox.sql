@@ -252,6 +252,34 @@ SELECT count(*) = 200 AS all_counts_exact
  WHERE c.total = n.total AND c.unread = n.unread;
 DELETE FROM notify_ext.notifications WHERE recipient LIKE 'regress\_f%';
 
+-- Bulk rows are written straight into the table unless something else acts
+-- on an INSERT: then they go through one, and the other trigger sees them.
+CREATE FUNCTION pg_temp.saw_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'row trigger saw % for %', NEW.message, NEW.recipient;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER regress_row_trigger BEFORE INSERT ON notify_ext.notifications
+    FOR EACH ROW EXECUTE FUNCTION pg_temp.saw_row();
+SET ROLE regress_svc;
+SELECT array_length(notify_ext.create_notifications_bulk(
+    '[{"user": "regress_g", "notification": {"type": "G", "message": "g1"}},
+      {"user": "regress_g", "notification": {"type": "G", "message": "g2"}}]'), 1) AS created;
+RESET ROLE;
+DROP TRIGGER regress_row_trigger ON notify_ext.notifications;
+-- Under session_replication_role = replica the insert trigger does not fire,
+-- so the rows are neither counted nor announced, as for any INSERT.
+SET session_replication_role = replica;
+SELECT array_length(notify_ext.create_notifications_bulk(
+    '[{"user": "regress_g", "notification": {"type": "G", "message": "g3"}}]'), 1) AS created;
+RESET session_replication_role;
+SELECT (SELECT sum(total) FROM notify_ext.inbox_counts WHERE recipient = 'regress_g') AS counted,
+       (SELECT count(*) FROM notify_ext.notifications WHERE recipient = 'regress_g') AS stored;
+SET session_replication_role = replica;
+DELETE FROM notify_ext.notifications WHERE recipient = 'regress_g';
+RESET session_replication_role;
+DELETE FROM notify_ext.inbox_counts WHERE recipient = 'regress_g';
+
 -- Row-level security: whatever SQL a plain role writes, it sees and changes
 -- only its own rows.
 SET ROLE regress_alice;
