@@ -5,8 +5,10 @@
  *   - the statement-level AFTER INSERT trigger on notify_ext.notifications:
  *     count deltas per (recipient, type), one NOTIFY per new row, folding;
  *   - notify_ext.create_notifications_bulk(): validation of the items, the
- *     preference lookup and one INSERT ... SELECT FROM unnest() of all kept
- *     items (see docs/inbox.md for the figures).
+ *     preference lookup, the kept items written straight into the table
+ *     (or by one INSERT ... SELECT FROM unnest() when something else acts
+ *     on inserts), their counts and NOTIFYs (see docs/inbox.md for the
+ *     figures).
  *
  * LISTEN cannot be permission-checked in PostgreSQL: any session may LISTEN
  * on any channel name.  So the channel of a principal is a name nobody can
@@ -333,7 +335,8 @@ static SPIPlanPtr counts_plan = NULL;
 static SPIPlanPtr compact_plan = NULL;
 
 /*
- * Set by create_notifications_bulk() around its INSERT.  When the trigger
+ * Set by create_notifications_bulk() around the INSERT it runs when it
+ * cannot write its rows directly (bulk_store_insert()).  When the trigger
  * fires for that INSERT (it does not when it is disabled, e.g. under
  * session_replication_role = replica) it only says so in bulk_trigger_fired:
  * the bulk function then adds the count deltas, queues the NOTIFYs and folds
