@@ -5,8 +5,10 @@
  *   - the statement-level AFTER INSERT trigger on notify_ext.notifications:
  *     count deltas per (recipient, type), one NOTIFY per new row, folding;
  *   - notify_ext.create_notifications_bulk(): validation of the items, the
- *     preference lookup and one INSERT ... SELECT FROM unnest() of all kept
- *     items (see docs/inbox.md for the figures).
+ *     preference lookup, the kept items written straight into the table
+ *     (or by one INSERT ... SELECT FROM unnest() when something else acts
+ *     on inserts), their counts and NOTIFYs (see docs/inbox.md for the
+ *     figures).
  *
  * LISTEN cannot be permission-checked in PostgreSQL: any session may LISTEN
  * on any channel name.  So the channel of a principal is a name nobody can
@@ -21,13 +23,18 @@
 
 #include <sodium.h>
 
+#include "access/heapam.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
+#include "common/pg_prng.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -39,6 +46,8 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/timestamp.h"
 
 #include "principal.h"
@@ -326,7 +335,8 @@ static SPIPlanPtr counts_plan = NULL;
 static SPIPlanPtr compact_plan = NULL;
 
 /*
- * Set by create_notifications_bulk() around its INSERT.  When the trigger
+ * Set by create_notifications_bulk() around the INSERT it runs when it
+ * cannot write its rows directly (bulk_store_insert()).  When the trigger
  * fires for that INSERT (it does not when it is disabled, e.g. under
  * session_replication_role = replica) it only says so in bulk_trigger_fired:
  * the bulk function then adds the count deltas, queues the NOTIFYs and folds
@@ -376,9 +386,36 @@ int8_array(KSet *s, int n, bool second)
 }
 
 /*
+ * Which recipients of a statement get their deltas checked for folding.
+ * Checking reads all of a recipient's delta rows, which for a statement
+ * with a thousand recipients costs more than inserting its deltas.  Every
+ * statement adds at most one row per (recipient, type), so a recipient
+ * need not be checked on every statement: one that touches at most
+ * FOLD_CHECK_ALL recipients checks them all, a larger one checks each with
+ * probability max(FOLD_CHECK_ALL / n, 1 / FOLD_CHECK_ONE_IN).  A recipient
+ * therefore gets folded, on average, within FOLD_CHECK_ONE_IN statements
+ * of passing the threshold, whatever mix of statements adds its deltas.
+ * The counts stay exact either way: folding only merges rows.
+ */
+#define FOLD_CHECK_ALL 16
+#define FOLD_CHECK_ONE_IN 8
+
+static bool
+fold_check_sampled(int nrecipients)
+{
+	double		share;
+
+	if (nrecipients <= FOLD_CHECK_ALL)
+		return true;
+	share = Max((double) FOLD_CHECK_ALL / nrecipients, 1.0 / FOLD_CHECK_ONE_IN);
+	return pg_prng_double(&pg_global_prng_state) < share;
+}
+
+/*
  * Inserts one count delta row per entry of counts (key "recipient\0type",
  * copied; a = total, b = unread), then folds the deltas of those recipients
- * that have many (notify_ext._inbox_compact()).  SPI must be connected.
+ * that have many (notify_ext._inbox_compact()), checking a sample of them
+ * when there are many (fold_check_sampled()).  SPI must be connected.
  */
 static void
 add_counts_and_fold(KSet *counts, MemoryContext cxt)
@@ -387,17 +424,22 @@ add_counts_and_fold(KSet *counts, MemoryContext cxt)
 	Datum		recipients;
 	int			ret;
 	KSet		distinct;
+	KSet		to_check;
 
 	args[0] = text_array(counts, counts->nents, false);
 	args[1] = text_array(counts, counts->nents, true);
 	args[2] = int8_array(counts, counts->nents, false);
 	args[3] = int8_array(counts, counts->nents, true);
-	/* The recipients, once each, for folding. */
+	/* The recipients, once each, then those checked for folding. */
 	ks_init(&distinct, cxt, counts->nents);
 	for (int i = 0; i < counts->nents; i++)
 		(void) ks_find(&distinct, counts->ents[i].key, strlen(counts->ents[i].key),
 					   true, false, NULL);
-	recipients = text_array(&distinct, distinct.nents, false);
+	ks_init(&to_check, cxt, Min(distinct.nents, FOLD_CHECK_ALL * 2));
+	for (int i = 0; i < distinct.nents; i++)
+		if (fold_check_sampled(distinct.nents))
+			(void) ks_find(&to_check, distinct.ents[i].key, distinct.ents[i].len,
+						   true, false, NULL);
 
 	if (counts_plan == NULL)
 	{
@@ -412,6 +454,9 @@ add_counts_and_fold(KSet *counts, MemoryContext cxt)
 	ret = SPI_execute_plan(counts_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "inserting count deltas failed: %s", SPI_result_code_string(ret));
+	if (to_check.nents == 0)
+		return;
+	recipients = text_array(&to_check, to_check.nents, false);
 	if (compact_plan == NULL)
 	{
 		Oid			t[1] = {TEXTARRAYOID};
@@ -662,6 +707,252 @@ bulk_index_order(const void *pa, const void *pb)
 	return ia > ib ? -1 : (ia < ib ? 1 : 0);
 }
 
+/*
+ * The kept items by one INSERT ... SELECT FROM unnest(), when they cannot
+ * be written directly.  Returns whether the insert trigger fired for it.
+ */
+static bool
+bulk_store_insert(BulkItem *it, Datum *ids, int *order, int kept, TimestampTz now)
+{
+	Datum	   *kid = palloc(kept * sizeof(Datum));
+	Datum	   *krec = palloc(kept * sizeof(Datum));
+	Datum	   *ktyp = palloc(kept * sizeof(Datum));
+	Datum	   *kmsg = palloc(kept * sizeof(Datum));
+	Datum	   *kmeta = palloc(kept * sizeof(Datum));
+	bool	   *kmetanull = palloc(kept * sizeof(bool));
+	Datum		args[6];
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			j = 0;
+	int			ret;
+
+	for (int o = 0; o < kept; o++)
+	{
+		int			i = order[o];
+
+		kid[j] = ids[i];
+		krec[j] = PointerGetDatum(cstring_to_text_with_len(it[i].recipient, it[i].rlen));
+		ktyp[j] = PointerGetDatum(cstring_to_text_with_len(it[i].type, it[i].tlen));
+		kmsg[j] = PointerGetDatum(cstring_to_text_with_len(it[i].message, it[i].mlen));
+		if (it[i].meta.type == jbvNull)
+		{
+			kmeta[j] = (Datum) 0;
+			kmetanull[j] = true;
+		}
+		else
+		{
+			kmeta[j] = JsonbPGetDatum(JsonbValueToJsonb(&it[i].meta));
+			kmetanull[j] = false;
+		}
+		j++;
+	}
+	dims[0] = kept;
+	args[0] = PointerGetDatum(construct_array(kid, kept, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(krec, kept, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(ktyp, kept, TEXTOID, -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(kmsg, kept, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_md_array(kmeta, kmetanull, 1, dims, lbs,
+												 JSONBOID, -1, false, TYPALIGN_INT));
+	/* now(), given explicitly: the NOTIFYs carry exactly what is stored. */
+	args[5] = TimestampTzGetDatum(now);
+	if (insert_plan == NULL)
+	{
+		Oid			t[6] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
+			TIMESTAMPTZOID};
+
+		insert_plan = keep_plan("INSERT INTO notify_ext.notifications "
+								"(id, recipient, type, message, meta, ts, read) "
+								"SELECT u.id, u.recipient, u.type, u.message, u.meta, $6, false "
+								"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+								"pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) "
+								"AS u(id, recipient, type, message, meta)",
+								6, t);
+	}
+	ret = bulk_insert(args);
+	if (ret != SPI_OK_INSERT || SPI_processed != (uint64) kept)
+		elog(ERROR, "inserting notifications failed: %s", SPI_result_code_string(ret));
+	return bulk_trigger_fired;
+}
+
+/*
+ * Whether a trigger with this tgenabled fires in this session, as the
+ * executor decides it (session_replication_role).
+ */
+static bool
+trigger_fires(char tgenabled)
+{
+	if (tgenabled == TRIGGER_DISABLED)
+		return false;
+	if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		return tgenabled == TRIGGER_FIRES_ON_REPLICA || tgenabled == TRIGGER_FIRES_ALWAYS;
+	return tgenabled != TRIGGER_FIRES_ON_REPLICA;
+}
+
+#define BULK_TRIGGER_NAME "notifications_after_insert"
+#define BULK_STORE_BATCH 1000
+
+/*
+ * Writes the kept items straight into notify_ext.notifications, the way
+ * COPY does: heap pages filled a batch at a time (one WAL record per page,
+ * not per row), then the index entries of each row.  An INSERT would
+ * instead copy every row through a function scan of the arrays, into the
+ * table one by one, and into the insert trigger's transition table, which
+ * the bulk call does not need (it counts and notifies from its items).
+ *
+ * Only done when nothing but that trigger would act on an INSERT: no other
+ * trigger, no forced row-level security, no generated or unknown column,
+ * no deferred unique check, not a partition.  Otherwise returns false
+ * without writing anything, and the caller runs the INSERT.  On success
+ * *trigger_fires_out says whether the insert trigger would have fired.
+ * The rows go in the order given by order[] (index order).
+ */
+static bool
+bulk_store_direct(BulkItem *it, Datum *ids, int *order, int kept, TimestampTz now,
+				  bool *trigger_fires_out)
+{
+	Oid			relid = get_relname_relid("notifications", get_namespace_oid("notify_ext", false));
+	Relation	rel;
+	TupleDesc	desc;
+	TriggerDesc *trigdesc;
+	bool		fires = false;
+	int			live_columns = 0;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	BulkInsertState bistate;
+	CommandId	cid;
+	MemoryContext batchcxt;
+	TupleTableSlot **slots;
+	int			nslots = Min(kept, BULK_STORE_BATCH);
+	int			a_id, a_recipient, a_type, a_message, a_meta, a_refs, a_ts, a_read;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "table notify_ext.notifications is missing");
+	rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	trigdesc = rel->trigdesc;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relispartition ||
+		(desc->constr != NULL && desc->constr->has_generated_stored) ||
+		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (!TRIGGER_FOR_INSERT(t->tgtype))
+			continue;
+		if (strcmp(t->tgname, BULK_TRIGGER_NAME) != 0 || TRIGGER_FOR_ROW(t->tgtype) ||
+			!TRIGGER_FOR_AFTER(t->tgtype))
+		{
+			table_close(rel, NoLock);
+			return false;
+		}
+		fires = trigger_fires(t->tgenabled);
+	}
+	for (int i = 0; i < desc->natts; i++)
+		if (!TupleDescAttr(desc, i)->attisdropped)
+			live_columns++;
+	if (live_columns != 8)
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+	a_id = attnum_of(desc, "id");
+	a_recipient = attnum_of(desc, "recipient");
+	a_type = attnum_of(desc, "type");
+	a_message = attnum_of(desc, "message");
+	a_meta = attnum_of(desc, "meta");
+	a_refs = attnum_of(desc, "refs");
+	a_ts = attnum_of(desc, "ts");
+	a_read = attnum_of(desc, "read");
+
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 0, NULL, 0);
+	ExecOpenIndices(rri, false);
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		if (!rri->ri_IndexRelationDescs[i]->rd_index->indimmediate)
+		{
+			ExecCloseIndices(rri);
+			FreeExecutorState(estate);
+			table_close(rel, NoLock);
+			return false;
+		}
+	}
+
+	bistate = GetBulkInsertState();
+	cid = GetCurrentCommandId(true);
+	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "notify_ext bulk batch",
+									 ALLOCSET_DEFAULT_SIZES);
+	slots = palloc(nslots * sizeof(TupleTableSlot *));
+	for (int s = 0; s < nslots; s++)
+		slots[s] = table_slot_create(rel, NULL);
+
+	for (int start = 0; start < kept; start += BULK_STORE_BATCH)
+	{
+		int			n = Min(BULK_STORE_BATCH, kept - start);
+		MemoryContext old = MemoryContextSwitchTo(batchcxt);
+
+		for (int s = 0; s < n; s++)
+		{
+			int			i = order[start + s];
+			TupleTableSlot *slot = slots[s];
+
+			ExecClearTuple(slot);
+			memset(slot->tts_isnull, true, desc->natts * sizeof(bool));
+			slot->tts_values[a_id] = ids[i];
+			slot->tts_isnull[a_id] = false;
+			slot->tts_values[a_recipient] =
+				PointerGetDatum(cstring_to_text_with_len(it[i].recipient, it[i].rlen));
+			slot->tts_isnull[a_recipient] = false;
+			slot->tts_values[a_type] = PointerGetDatum(cstring_to_text_with_len(it[i].type, it[i].tlen));
+			slot->tts_isnull[a_type] = false;
+			slot->tts_values[a_message] =
+				PointerGetDatum(cstring_to_text_with_len(it[i].message, it[i].mlen));
+			slot->tts_isnull[a_message] = false;
+			if (it[i].meta.type != jbvNull)
+			{
+				slot->tts_values[a_meta] = JsonbPGetDatum(JsonbValueToJsonb(&it[i].meta));
+				slot->tts_isnull[a_meta] = false;
+			}
+			slot->tts_isnull[a_refs] = true;
+			slot->tts_values[a_ts] = TimestampTzGetDatum(now);
+			slot->tts_isnull[a_ts] = false;
+			slot->tts_values[a_read] = BoolGetDatum(false);
+			slot->tts_isnull[a_read] = false;
+			ExecStoreVirtualTuple(slot);
+			if (desc->constr != NULL)
+				ExecConstraints(rri, slot, estate);
+		}
+		table_multi_insert(rel, slots, n, cid, 0, bistate);
+		for (int s = 0; s < n; s++)
+		{
+			ResetPerTupleExprContext(estate);
+			if (rri->ri_NumIndices > 0)
+				list_free(ExecInsertIndexTuples(rri, slots[s], estate, false, false, NULL, NIL));
+			ExecClearTuple(slots[s]);
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(batchcxt);
+	}
+
+	for (int s = 0; s < nslots; s++)
+		ExecDropSingleTupleTableSlot(slots[s]);
+	FreeBulkInsertState(bistate);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	MemoryContextDelete(batchcxt);
+	table_close(rel, NoLock);
+	/* Later commands of the transaction see the rows. */
+	CommandCounterIncrement();
+	*trigger_fires_out = fires;
+	return true;
+}
+
 PG_FUNCTION_INFO_V1(notify_ext_create_notifications_bulk);
 Datum
 notify_ext_create_notifications_bulk(PG_FUNCTION_ARGS)
@@ -830,16 +1121,9 @@ notify_ext_create_notifications_bulk(PG_FUNCTION_ARGS)
 	/* One INSERT of all kept items. */
 	if (kept > 0)
 	{
-		Datum	   *kid = palloc(kept * sizeof(Datum));
-		Datum	   *krec = palloc(kept * sizeof(Datum));
-		Datum	   *ktyp = palloc(kept * sizeof(Datum));
-		Datum	   *kmsg = palloc(kept * sizeof(Datum));
-		Datum	   *kmeta = palloc(kept * sizeof(Datum));
-		bool	   *kmetanull = palloc(kept * sizeof(bool));
 		int		   *order = palloc(kept * sizeof(int));
-		Datum		args[6];
 		int			j = 0;
-		int			ret;
+		bool		trigger_fired;
 
 		/*
 		 * Stored in index order, (recipient, id descending) (ts is the same
@@ -853,59 +1137,15 @@ notify_ext_create_notifications_bulk(PG_FUNCTION_ARGS)
 		sort_items = it;
 		sort_ids = ids;
 		qsort(order, kept, sizeof(int), bulk_index_order);
-		j = 0;
-		for (int o = 0; o < kept; o++)
-		{
-			int			i = order[o];
-
-			kid[j] = ids[i];
-			krec[j] = PointerGetDatum(cstring_to_text_with_len(it[i].recipient, it[i].rlen));
-			ktyp[j] = PointerGetDatum(cstring_to_text_with_len(it[i].type, it[i].tlen));
-			kmsg[j] = PointerGetDatum(cstring_to_text_with_len(it[i].message, it[i].mlen));
-			if (it[i].meta.type == jbvNull)
-			{
-				kmeta[j] = (Datum) 0;
-				kmetanull[j] = true;
-			}
-			else
-			{
-				kmeta[j] = JsonbPGetDatum(JsonbValueToJsonb(&it[i].meta));
-				kmetanull[j] = false;
-			}
-			j++;
-		}
-		dims[0] = kept;
-		args[0] = PointerGetDatum(construct_array(kid, kept, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[1] = PointerGetDatum(construct_array(krec, kept, TEXTOID, -1, false, TYPALIGN_INT));
-		args[2] = PointerGetDatum(construct_array(ktyp, kept, TEXTOID, -1, false, TYPALIGN_INT));
-		args[3] = PointerGetDatum(construct_array(kmsg, kept, TEXTOID, -1, false, TYPALIGN_INT));
-		args[4] = PointerGetDatum(construct_md_array(kmeta, kmetanull, 1, dims, lbs,
-													 JSONBOID, -1, false, TYPALIGN_INT));
-		/* now(), given explicitly: the NOTIFYs carry exactly what is stored. */
-		args[5] = TimestampTzGetDatum(now);
-		if (insert_plan == NULL)
-		{
-			Oid			t[6] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
-				TIMESTAMPTZOID};
-
-			insert_plan = keep_plan("INSERT INTO notify_ext.notifications "
-									"(id, recipient, type, message, meta, ts, read) "
-									"SELECT u.id, u.recipient, u.type, u.message, u.meta, $6, false "
-									"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-									"pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) "
-									"AS u(id, recipient, type, message, meta)",
-									6, t);
-		}
-		ret = bulk_insert(args);
-		if (ret != SPI_OK_INSERT || SPI_processed != (uint64) kept)
-			elog(ERROR, "inserting notifications failed: %s", SPI_result_code_string(ret));
+		if (!bulk_store_direct(it, ids, order, kept, now, &trigger_fired))
+			trigger_fired = bulk_store_insert(it, ids, order, kept, now);
 
 		/*
 		 * What the insert trigger does for other INSERTs: one count delta
 		 * per (recipient, type), the NOTIFY of every new notification in
 		 * creation order (each recipient's channel computed once), folding.
 		 */
-		if (bulk_trigger_fired)
+		if (trigger_fired)
 		{
 			KSet		counts;
 			KSet		kept_recipients;

@@ -258,9 +258,10 @@ $$;
 -- the first bad one rejects the call with 22023 "item N of items …" (counted
 -- from 0) before anything is created.  Types the recipient switched off are
 -- skipped (NULL at their position); the others get ids from
--- notifications_id_seq in item order and are stored by one
--- INSERT ... SELECT FROM unnest(...), whose statement trigger counts and
--- NOTIFYs them.
+-- notifications_id_seq in item order and are written straight into the
+-- table, like COPY does (or by one INSERT ... SELECT FROM unnest(...) when
+-- another trigger or forced RLS would act on it); the function then counts
+-- and NOTIFYs them itself when the insert trigger would have fired.
 CREATE FUNCTION notify_ext.create_notifications_bulk(items jsonb) RETURNS bigint[]
     LANGUAGE c VOLATILE
     SECURITY DEFINER
