@@ -933,7 +933,11 @@ bulk_store_direct(BulkItem *it, Datum *ids, int *order, int kept, TimestampTz no
 		{
 			ResetPerTupleExprContext(estate);
 			if (rri->ri_NumIndices > 0)
+#if PG_VERSION_NUM >= 160000
+				list_free(ExecInsertIndexTuples(rri, slots[s], estate, false, false, NULL, NIL, false));
+#else
 				list_free(ExecInsertIndexTuples(rri, slots[s], estate, false, false, NULL, NIL));
+#endif
 			ExecClearTuple(slots[s]);
 		}
 		MemoryContextSwitchTo(old);
