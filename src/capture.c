@@ -50,6 +50,7 @@
 #include "utils/syscache.h"
 
 #include "notify_ext.h"
+#include "event_route.h"
 #include "principal.h"
 
 /* Columns of notify_ext.event_log, in order. */
@@ -432,8 +433,53 @@ typedef struct PartitionTarget
 {
 	Relation	rel;
 	ResultRelInfo *rri;
+	TimestampTz lower;			/* the occurred_at it holds: [lower, upper) */
+	TimestampTz upper;
+	bool		upper_unbounded;
 	bool		seq_brin_only;	/* its indexes are all minmax BRIN on seq */
 } PartitionTarget;
+
+static bool is_seq_minmax_brin(Relation index);
+
+/* Partitions one write goes to at most before it closes some. */
+#define MAX_TARGETS 8
+
+/*
+ * The opened partition that holds events of ts, opening (and locking) it
+ * when none of targets[0 .. *ntargets) does.  event_log itself is not
+ * locked (see event_route.c): a writer does not wait for prune() detaching
+ * other partitions.
+ */
+static PartitionTarget *
+partition_target(PartitionTarget *targets, int *ntargets, TimestampTz ts)
+{
+	PartitionTarget *target;
+	int			i;
+
+	for (i = 0; i < *ntargets; i++)
+		if (event_route_holds(ts, targets[i].lower, targets[i].upper, targets[i].upper_unbounded))
+			return &targets[i];
+	if (*ntargets == MAX_TARGETS)
+	{
+		(*ntargets)--;
+		ExecCloseIndices(targets[*ntargets].rri);
+		table_close(targets[*ntargets].rel, NoLock);
+	}
+	target = &targets[(*ntargets)++];
+	target->rel = event_route_open(ts, RowExclusiveLock, &target->lower, &target->upper,
+								   &target->upper_unbounded);
+	if (RelationGetDescr(target->rel)->natts != EV_NATTS)
+		elog(ERROR, "partition \"%s\" of notify_ext.event_log does not have the expected shape",
+			 RelationGetRelationName(target->rel));
+	target->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(target->rri, target->rel, 1, NULL, 0);
+	ExecOpenIndices(target->rri, false);
+	target->seq_brin_only = true;
+	for (i = 0; i < target->rri->ri_NumIndices; i++)
+		if (!is_seq_minmax_brin(target->rri->ri_IndexRelationDescs[i]))
+			target->seq_brin_only = false;
+	return target;
+}
 
 /*
  * The log is indexed by a minmax BRIN index on seq (see 10_events.sql):
@@ -536,12 +582,8 @@ index_seq_runs(PartitionTarget *target, TupleTableSlot **slots, int nslots)
 static void
 write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 {
-	Oid			nsp = extension_schema();
-	Oid			logid = get_relname_relid("event_log", nsp);
-	Relation	logrel;
-	PartitionKey key;
-	PartitionDesc pd;
-	PartitionTarget *targets;
+	PartitionTarget targets[MAX_TARGETS];
+	int			ntargets = 0;
 	EState	   *estate;
 	TupleTableSlot **slots;
 	BulkInsertState bistate = NULL;
@@ -549,23 +591,7 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 	int64		provisional_base = provisional_seq_base();
 	int			i;
 	int			nslots_made;
-	TimestampTz bound_lo = 1;	/* an empty range: no lookup yet */
-	TimestampTz bound_hi = 0;
-	int			bound_idx = -1;
 
-	if (!OidIsValid(logid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table notify_ext.event_log is missing"),
-				 errhint("Recreate the extension.")));
-
-	logrel = table_open(logid, RowExclusiveLock);
-	if (logrel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE ||
-		RelationGetDescr(logrel)->natts != EV_NATTS)
-		elog(ERROR, "notify_ext.event_log does not have the expected shape");
-	key = RelationGetPartitionKey(logrel);
-	pd = RelationGetPartitionDesc(logrel, true);
-	targets = palloc0(sizeof(PartitionTarget) * Max(pd->nparts, 1));
 	estate = CreateExecutorState();
 	nslots_made = Min(nevents, WRITE_BATCH);
 	slots = palloc(sizeof(TupleTableSlot *) * nslots_made);
@@ -577,9 +603,8 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 	i = 0;
 	while (i < nevents)
 	{
-		int			part = -1;
+		PartitionTarget *target = NULL;
 		int			nslots = 0;
-		PartitionTarget *target;
 		int			j;
 
 		/* A run of events that go to the same partition. */
@@ -588,58 +613,18 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 			HeapTuple	tuple = events[i].tuple;
 			int64	   *seq = event_seq_ptr(tuple);
 			bool		isnull;
-			Datum		occurred = heap_getattr(tuple, EV_OCCURRED_AT + 1, event_log_desc(), &isnull);
-			bool		equal;
-			int			bound;
-			int			idx;
+			TimestampTz occurred = DatumGetTimestampTz(heap_getattr(tuple, EV_OCCURRED_AT + 1,
+																	event_log_desc(), &isnull));
 
-			if (DatumGetTimestampTz(occurred) >= bound_lo && DatumGetTimestampTz(occurred) < bound_hi)
-				idx = bound_idx;	/* within the bounds of the last lookup */
-			else
-			{
-				PartitionBoundInfo bi = pd->boundinfo;
-
-				bound = partition_range_datum_bsearch(key->partsupfunc, key->partcollation,
-													  bi, 1, &occurred, &equal);
-				idx = bi->indexes[bound + 1];
-				if (idx < 0)
-					idx = bi->default_index;
-				/* [datums[bound], datums[bound + 1]) all map to this index. */
-				bound_lo = (bound >= 0 && bi->kind[bound][0] == PARTITION_RANGE_DATUM_VALUE) ?
-					DatumGetTimestampTz(bi->datums[bound][0]) : PG_INT64_MIN;
-				bound_hi = (bound + 1 < bi->ndatums && bi->kind[bound + 1][0] == PARTITION_RANGE_DATUM_VALUE) ?
-					DatumGetTimestampTz(bi->datums[bound + 1][0]) : PG_INT64_MAX;
-				bound_idx = idx;
-			}
-			if (idx < 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_CHECK_VIOLATION),
-						 errmsg("no partition of notify_ext.event_log holds events of %s",
-								timestamptz_to_str(DatumGetTimestampTz(occurred))),
-						 errhint("Run notify_ext.create_event_partitions().")));
-			if (part >= 0 && idx != part)
+			if (target == NULL)
+				target = partition_target(targets, &ntargets, occurred);
+			else if (!event_route_holds(occurred, target->lower, target->upper,
+										target->upper_unbounded))
 				break;
-			part = idx;
 
 			*seq = provisional ? -(provisional_base + *seq) : base + *seq;
 			ExecStoreHeapTuple(tuple, slots[nslots++], false);
 			i++;
-		}
-
-		target = &targets[part];
-		if (target->rel == NULL)
-		{
-			target->rel = table_open(pd->oids[part], RowExclusiveLock);
-			if (RelationGetDescr(target->rel)->natts != EV_NATTS)
-				elog(ERROR, "partition \"%s\" of notify_ext.event_log does not have the expected shape",
-					 RelationGetRelationName(target->rel));
-			target->rri = makeNode(ResultRelInfo);
-			InitResultRelInfo(target->rri, target->rel, 1, NULL, 0);
-			ExecOpenIndices(target->rri, false);
-			target->seq_brin_only = true;
-			for (j = 0; j < target->rri->ri_NumIndices; j++)
-				if (!is_seq_minmax_brin(target->rri->ri_IndexRelationDescs[j]))
-					target->seq_brin_only = false;
 		}
 
 		table_multi_insert(target->rel, slots, nslots, cid, 0, bistate);
@@ -665,17 +650,14 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 
 	if (bistate)
 		FreeBulkInsertState(bistate);
-	for (i = 0; i < pd->nparts; i++)
+	for (i = 0; i < ntargets; i++)
 	{
-		if (targets[i].rel == NULL)
-			continue;
 		ExecCloseIndices(targets[i].rri);
 		table_close(targets[i].rel, NoLock);
 	}
 	for (i = 0; i < nslots_made; i++)
 		ExecDropSingleTupleTableSlot(slots[i]);
 	FreeExecutorState(estate);
-	table_close(logrel, NoLock);
 }
 
 /*

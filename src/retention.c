@@ -38,6 +38,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/index.h"
 #include "catalog/indexing.h"
@@ -45,6 +46,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/dependency.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_depend.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_inherits.h"
@@ -57,11 +59,13 @@
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "storage/bufmgr.h"
 #include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -75,6 +79,7 @@
 #include "utils/timestamp.h"
 
 #include "notify_ext.h"
+#include "principal.h"
 #include "retention.h"
 
 PGDLLEXPORT void notify_ext_cron_worker_main(Datum arg);
@@ -326,12 +331,18 @@ notify_ext_retention_interval(PG_FUNCTION_ARGS)
  * level security applies to the table for the current user it answers
  * true (the caller's own statement then decides).
  */
+static bool index_has_key_below(Oid indexoid, TimestampTz bound);
+
 PG_FUNCTION_INFO_V1(notify_ext_index_has_key_below);
 Datum
 notify_ext_index_has_key_below(PG_FUNCTION_ARGS)
 {
-	Oid			indexoid = PG_GETARG_OID(0);
-	TimestampTz bound = PG_GETARG_TIMESTAMPTZ(1);
+	PG_RETURN_BOOL(index_has_key_below(PG_GETARG_OID(0), PG_GETARG_TIMESTAMPTZ(1)));
+}
+
+static bool
+index_has_key_below(Oid indexoid, TimestampTz bound)
+{
 	Oid			heapoid = IndexGetRelation(indexoid, false);
 	Relation	hrel;
 	Relation	irel;
@@ -364,7 +375,7 @@ notify_ext_index_has_key_below(PG_FUNCTION_ARGS)
 	if (!any)
 	{
 		index_close(irel, NoLock);
-		PG_RETURN_BOOL(false);
+		return false;
 	}
 
 	/* Entries below bound: is one of their rows visible? */
@@ -373,7 +384,7 @@ notify_ext_index_has_key_below(PG_FUNCTION_ARGS)
 	{
 		index_close(irel, NoLock);
 		table_close(hrel, NoLock);
-		PG_RETURN_BOOL(true);
+		return true;
 	}
 	slot = table_slot_create(hrel, NULL);
 	scan = index_beginscan(hrel, irel, GetActiveSnapshot(), 1, 0);
@@ -383,7 +394,7 @@ notify_ext_index_has_key_below(PG_FUNCTION_ARGS)
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(irel, NoLock);
 	table_close(hrel, NoLock);
-	PG_RETURN_BOOL(found);
+	return found;
 }
 
 /* ---------------------------------------------------------------------
@@ -866,9 +877,17 @@ typedef struct DropperArgs
  * current user.  Does not wait for it.  Returns false (and the tables stay
  * for the next prune() run) when no worker slot is free.
  */
+static bool start_event_table_dropper(void);
+
 PG_FUNCTION_INFO_V1(notify_ext_start_event_table_dropper);
 Datum
 notify_ext_start_event_table_dropper(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(start_event_table_dropper());
+}
+
+static bool
+start_event_table_dropper(void)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -897,9 +916,9 @@ notify_ext_start_event_table_dropper(PG_FUNCTION_ARGS)
 	{
 		ereport(LOG,
 				(errmsg("notify_ext: no background worker slot to drop expired event partitions; the next notify_ext.prune() tries again")));
-		PG_RETURN_BOOL(false);
+		return false;
 	}
-	PG_RETURN_BOOL(true);
+	return true;
 }
 
 void
@@ -934,4 +953,403 @@ notify_ext_dropper_worker_main(Datum arg)
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	proc_exit(0);
+}
+
+/* ---------------------------------------------------------------------
+ * prune(): the usual run in C, the rest in PL/pgSQL
+ * --------------------------------------------------------------------- */
+
+/*
+ * A pg_cron run of prune() is the first call in a new session, and almost
+ * always finds nothing to delete row by row and no partition to create:
+ * it only detaches the days that expired.  Compiling the PL/pgSQL function
+ * and parsing and planning its statements then cost about 30 ms of CPU, on
+ * a machine whose writers want that CPU.  notify_ext.prune() therefore
+ * checks here, from the catalogs and the indexes, whether this is such a
+ * run, and does it itself.  Anything else (rows to delete, partitions to
+ * create, expired partitions VACUUM has not counted, consumers that may
+ * miss events) goes to notify_ext._prune_all(), the PL/pgSQL version, which
+ * does the whole run as before.  The checks change nothing, so handing over
+ * after them is safe.
+ */
+
+/* Whether any visible row of rel (AccessShareLock taken) has attribute
+ * attnum (a timestamptz) below bound. */
+static bool
+table_has_time_below(Oid relid, AttrNumber attnum, TimestampTz bound)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found = false;
+
+	if (RelationGetNumberOfBlocks(rel) == 0)
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	while (!found && table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		d = slot_getattr(slot, attnum, &isnull);
+
+		found = !isnull && DatumGetTimestampTz(d) < bound;
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+	return found;
+}
+
+/* Whether any visible row of rel exists (AccessShareLock taken). */
+static bool
+table_has_rows(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found = false;
+
+	if (RelationGetNumberOfBlocks(rel) > 0)
+	{
+		slot = table_slot_create(rel, NULL);
+		scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+		found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+		table_endscan(scan);
+		ExecDropSingleTupleTableSlot(slot);
+	}
+	table_close(rel, NoLock);
+	return found;
+}
+
+/* The name of the day partition for the UTC day of ts plus days. */
+static void
+day_partition_name(TimestampTz ts, int days, char *name)
+{
+	int			year;
+	int			month;
+	int			mday;
+	int64		day = ts / USECS_PER_DAY - (ts < 0 && ts % USECS_PER_DAY != 0 ? 1 : 0);
+
+	j2date((int) (day + days + POSTGRES_EPOCH_JDATE), &year, &month, &mday);
+	snprintf(name, NAMEDATALEN, "event_log_p%04d%02d%02d", year, month, mday);
+}
+
+/* Whether there are detached tables that wait for the dropper. */
+static bool
+detached_tables_exist(Oid nsp)
+{
+	Relation	rel = table_open(RelationRelationId, AccessShareLock);
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (!found && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_class form = (Form_pg_class) GETSTRUCT(tup);
+
+		found = form->relnamespace == nsp && form->relkind == RELKIND_RELATION &&
+			!form->relispartition &&
+			strncmp(NameStr(form->relname), "event_log_expired_", 18) == 0;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * Locks rel within budget_ms as notify_ext._lock_within() does: NOWAIT
+ * tries every 2 ms, then one wait under lock_timeout (which the caller has
+ * set to the budget); that wait raises lock_not_available when it fails.
+ */
+static bool
+lock_within(Oid rel, LOCKMODE mode, int budget_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), budget_ms);
+
+	for (;;)
+	{
+		if (ConditionalLockRelationOid(rel, mode))
+			return true;
+		if (GetCurrentTimestamp() >= deadline)
+			break;
+		pg_usleep(2000L);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (budget_ms <= 0)
+		return false;
+	LockRelationOid(rel, mode);
+	return true;
+}
+
+static void
+run_utility(const char *sql)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc != SPI_OK_UTILITY)
+		elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
+}
+
+/*
+ * Detaches the expired partitions and renames them event_log_expired_<oid>
+ * under the short lock budget, all or nothing (in a subtransaction).
+ * Returns false, with nothing changed, when a lock was not to be had.
+ */
+static bool
+detach_expired(Oid log, EventPartition *expired, bool *members, int n)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool done = false;
+	char		budget[32];
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			nestlevel = NewGUCNestLevel();
+		int			i;
+
+		snprintf(budget, sizeof(budget), "%dms", Max(prune_lock_timeout_ms, 1));
+		(void) set_config_option("lock_timeout", budget, PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		if (!lock_within(log, AccessExclusiveLock, prune_lock_timeout_ms))
+			ereport(ERROR, (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+							errmsg("could not lock notify_ext.event_log")));
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		for (i = 0; i < n; i++)
+		{
+			const char *qname = quote_qualified_identifier("notify_ext", expired[i].name);
+			char		newname[NAMEDATALEN];
+
+			if (!lock_within(expired[i].rel, AccessExclusiveLock, prune_lock_timeout_ms))
+				ereport(ERROR, (errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+								errmsg("could not lock %s", qname)));
+			run_utility(psprintf("ALTER TABLE notify_ext.event_log DETACH PARTITION %s", qname));
+			snprintf(newname, sizeof(newname), "event_log_expired_%u", expired[i].rel);
+			run_utility(psprintf("ALTER TABLE %s RENAME TO %s", qname, quote_identifier(newname)));
+			/* A member of the extension (CREATE EXTENSION made it) cannot be dropped alone. */
+			if (members[i])
+				run_utility(psprintf("ALTER EXTENSION notify_ext DROP TABLE %s",
+									 quote_qualified_identifier("notify_ext", newname)));
+		}
+		SPI_finish();
+		AtEOXact_GUC(true, nestlevel);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		done = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE &&
+			edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	return done;
+}
+
+static void
+add_int64(JsonbParseState **state, const char *key, int64 value)
+{
+	JsonbValue	v;
+
+	add_key(state, key);
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(value);
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+static void
+add_names(JsonbParseState **state, const char *key, EventPartition *parts, int n)
+{
+	int			i;
+
+	add_key(state, key);
+	pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
+	for (i = 0; i < n; i++)
+	{
+		JsonbValue	v;
+
+		v.type = jbvString;
+		v.val.string.val = parts[i].name;
+		v.val.string.len = strlen(parts[i].name);
+		pushJsonbValue(state, WJB_ELEM, &v);
+	}
+	pushJsonbValue(state, WJB_END_ARRAY, NULL);
+}
+
+static TimestampTz
+minus_interval(TimestampTz ts, const char *setting, const char *name)
+{
+	Interval	iv;
+
+	if (setting == NULL || !parse_interval(setting, &iv))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("notify_ext.%s must be a positive interval, not \"%s\"", name,
+						setting ? setting : "<NULL>"),
+				 errhint("Set it to an interval such as '7 days'.")));
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+												   TimestampTzGetDatum(ts),
+												   IntervalPGetDatum(&iv)));
+}
+
+/* The whole run by the PL/pgSQL version. */
+static Datum
+prune_all(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		result;
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT notify_ext._prune_all()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "notify_ext._prune_all() failed");
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	MemoryContextSwitchTo(cxt);
+	result = isnull ? (Datum) 0 : datumCopy(result, false, -1);
+	SPI_finish();
+	if (isnull)
+		elog(ERROR, "notify_ext._prune_all() returned null");
+	return result;
+}
+
+/* notify_ext.prune() returns jsonb (SECURITY DEFINER; see docs/retention.md) */
+PG_FUNCTION_INFO_V1(notify_ext_prune);
+Datum
+notify_ext_prune(PG_FUNCTION_ARGS)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz cutoff;
+	Oid			nsp;
+	Oid			log;
+	Oid			rel;
+	Oid			deflt;
+	EventPartition *parts;
+	EventPartition *expired;
+	bool	   *members;
+	Relation	dep = NULL;
+	int			nparts;
+	int			nexpired = 0;
+	int64		events = 0;
+	bool		detached = false;
+	int			i;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+
+	notify_require_service_caller("notify_ext.prune()");
+	if (!DatumGetBool(DirectFunctionCall1(pg_try_advisory_xact_lock_int8,
+										  Int64GetDatum((int64) DatumGetInt32(
+											  DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
+																	  CStringGetTextDatum("notify_ext.prune")))))))
+		PG_RETURN_DATUM(prune_all());	/* it reports the other run */
+	nsp = get_namespace_oid("notify_ext", false);
+
+	/* Read notifications or delivery records to delete: the PL/pgSQL run. */
+	rel = get_relname_relid("notifications_read_ts_idx", nsp);
+	if (!OidIsValid(rel) ||
+		index_has_key_below(rel, minus_interval(now, read_notification_retention,
+												"read_notification_retention")))
+		PG_RETURN_DATUM(prune_all());
+	if (OidIsValid(get_relname_relid("delivery_log", nsp)))
+	{
+		rel = get_relname_relid("delivery_log_created_at_idx", nsp);
+		if (!OidIsValid(rel) ||
+			index_has_key_below(rel, minus_interval(now, delivery_retention, "delivery_retention")))
+			PG_RETURN_DATUM(prune_all());
+	}
+
+	/* Expired events in the default partition (normally empty). */
+	cutoff = minus_interval(now, event_retention, "event_retention");
+	log = get_relname_relid("event_log", nsp);
+	deflt = get_relname_relid("event_log_default", nsp);
+	if (!OidIsValid(log) || !OidIsValid(deflt) ||
+		table_has_time_below(deflt, get_attnum(deflt, "occurred_at"), cutoff))
+		PG_RETURN_DATUM(prune_all());
+
+	/* Partitions of the coming days to create. */
+	for (i = 0; i <= partitions_ahead; i++)
+	{
+		char		name[NAMEDATALEN];
+
+		day_partition_name(now, i, name);
+		if (!OidIsValid(get_relname_relid(name, nsp)))
+			PG_RETURN_DATUM(prune_all());
+	}
+
+	/*
+	 * The expired days: each must be counted by VACUUM, and no consumer may
+	 * be behind (then _count_missed_before_drop() has work to do).
+	 */
+	nparts = collect_event_partitions(&parts);
+	expired = palloc(sizeof(EventPartition) * Max(nparts, 1));
+	members = palloc(sizeof(bool) * Max(nparts, 1));
+	for (i = 0; i < nparts; i++)
+	{
+		PgStat_StatTabEntry *tab;
+
+		if (parts[i].upper > cutoff)
+			continue;
+		tab = pgstat_fetch_stat_tabentry(parts[i].rel);
+		if (!(parts[i].reltuples >= 0 && tab != NULL &&
+			  tab->inserts_since_vacuum == 0 && tab->changes_since_analyze == 0 &&
+			  tab->n_dead_tuples == 0 &&
+			  (tab->vacuum_timestamp != 0 || tab->autovac_vacuum_timestamp != 0)))
+			PG_RETURN_DATUM(prune_all());
+		if (dep == NULL)
+			dep = table_open(DependRelationId, AccessShareLock);
+		members[nexpired] = is_extension_member(dep, parts[i].rel);
+		expired[nexpired++] = parts[i];
+		events += (int64) parts[i].reltuples;
+	}
+	if (dep != NULL)
+		table_close(dep, AccessShareLock);
+	if (nexpired > 0)
+	{
+		rel = get_relname_relid("consumers", nsp);
+		if (OidIsValid(rel) && table_has_rows(rel))
+			PG_RETURN_DATUM(prune_all());
+		detached = detach_expired(log, expired, members, nexpired);
+	}
+
+	/* The detached tables (of this run, or left by an earlier one) go once this transaction has ended. */
+	if (detached || detached_tables_exist(nsp))
+		(void) start_event_table_dropper();
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	add_int64(&state, "events", detached ? events : 0);
+	add_int(&state, "partitions", detached ? nexpired : 0);
+	add_int(&state, "read_notifications", 0);
+	add_int(&state, "deliveries", 0);
+	add_int(&state, "missed", 0);
+	add_int(&state, "partitions_created", 0);
+	add_names(&state, "deferred", expired, detached ? 0 : nexpired);
+	add_names(&state, "incomplete", NULL, 0);
+	if (nexpired > 0)
+	{
+		JsonbValue	v;
+
+		add_key(&state, "events_from_vacuum_stats");
+		v.type = jbvBool;
+		v.val.boolean = true;
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
 }

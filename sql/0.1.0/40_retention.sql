@@ -162,9 +162,12 @@ CREATE FUNCTION notify_ext._retention_interval(settings jsonb, name text) RETURN
     LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'notify_ext_retention_interval';
 REVOKE ALL ON FUNCTION notify_ext._retention_interval(jsonb, text) FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.prune() RETURNS jsonb
+-- Internal: the whole pruning run.  notify_ext.prune() (in C) does the
+-- usual run itself (nothing to delete row by row, no partition to create,
+-- expired partitions counted by VACUUM, no consumers to check) and hands
+-- every other run to this function, before it has changed anything.
+CREATE FUNCTION notify_ext._prune_all() RETURNS jsonb
     LANGUAGE plpgsql
-    SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -395,6 +398,13 @@ BEGIN
         || CASE WHEN v_estimated THEN '{"events_from_vacuum_stats": true}'::jsonb ELSE '{}'::jsonb END;
 END
 $$;
+REVOKE ALL ON FUNCTION notify_ext._prune_all() FROM PUBLIC;
+
+CREATE FUNCTION notify_ext.prune() RETURNS jsonb
+    LANGUAGE c
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'notify_ext_prune';
 REVOKE ALL ON FUNCTION notify_ext.prune() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION notify_ext.prune() TO PUBLIC;
 
