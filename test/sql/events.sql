@@ -152,6 +152,7 @@ INSERT INTO stamps VALUES (4, '', '2026-01-02 03:04:05+00');
 SELECT resource_id, payload,
        CASE WHEN s.id <> 3 THEN payload::jsonb = to_jsonb(s) END AS same_as_to_jsonb_in_utc
   FROM ev k JOIN stamps s ON k.resource_id = s.id::text WHERE k.stream = 'public.stamps' ORDER BY k.n;
+DROP TABLE stamps;
 
 -- TRUNCATE records one event for the table.
 TRUNCATE kinds;
