@@ -236,7 +236,7 @@ add_text(JsonbParseState **state, const char *key, const char *value)
 }
 
 static void
-add_int(JsonbParseState **state, const char *key, int value)
+add_int(JsonbParseState **state, const char *key, int64 value)
 {
 	JsonbValue	v;
 
@@ -1164,17 +1164,6 @@ detach_expired(Oid log, EventPartition *expired, bool *members, int n)
 }
 
 static void
-add_int64(JsonbParseState **state, const char *key, int64 value)
-{
-	JsonbValue	v;
-
-	add_key(state, key);
-	v.type = jbvNumeric;
-	v.val.numeric = int64_to_numeric(value);
-	pushJsonbValue(state, WJB_VALUE, &v);
-}
-
-static void
 add_names(JsonbParseState **state, const char *key, EventPartition *parts, int n)
 {
 	int			i;
@@ -1333,7 +1322,7 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 		(void) start_event_table_dropper();
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	add_int64(&state, "events", detached ? events : 0);
+	add_int(&state, "events", detached ? events : 0);
 	add_int(&state, "partitions", detached ? nexpired : 0);
 	add_int(&state, "read_notifications", 0);
 	add_int(&state, "deliveries", 0);
