@@ -482,6 +482,32 @@ attnum_of(TupleDesc desc, const char *name)
 	return -1;					/* keep compiler quiet */
 }
 
+/* Positions (0-based) of the columns of notify_ext.notifications. */
+typedef struct NotificationColumns
+{
+	int			id;
+	int			recipient;
+	int			type;
+	int			message;
+	int			meta;
+	int			refs;
+	int			ts;
+	int			read;
+} NotificationColumns;
+
+static void
+notification_columns(TupleDesc desc, NotificationColumns *col)
+{
+	col->id = attnum_of(desc, "id");
+	col->recipient = attnum_of(desc, "recipient");
+	col->type = attnum_of(desc, "type");
+	col->message = attnum_of(desc, "message");
+	col->meta = attnum_of(desc, "meta");
+	col->refs = attnum_of(desc, "refs");
+	col->ts = attnum_of(desc, "ts");
+	col->read = attnum_of(desc, "read");
+}
+
 /*
  * notify_ext._inbox_after_insert(): for the new rows of one INSERT, adds
  * one count delta per (recipient, type), queues the NOTIFY of every row in
@@ -496,7 +522,7 @@ notify_ext_inbox_after_insert(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	Tuplestorestate *rows;
 	TupleTableSlot *slot;
-	int			a_id, a_recipient, a_type, a_message, a_meta, a_refs, a_ts, a_read;
+	NotificationColumns col;
 	MemoryContext cxt = CurrentMemoryContext;
 	MemoryContext rowcxt;
 	KSet		counts;
@@ -519,14 +545,7 @@ notify_ext_inbox_after_insert(PG_FUNCTION_ARGS)
 
 	desc = RelationGetDescr(trigdata->tg_relation);
 	rows = trigdata->tg_newtable;
-	a_id = attnum_of(desc, "id");
-	a_recipient = attnum_of(desc, "recipient");
-	a_type = attnum_of(desc, "type");
-	a_message = attnum_of(desc, "message");
-	a_meta = attnum_of(desc, "meta");
-	a_refs = attnum_of(desc, "refs");
-	a_ts = attnum_of(desc, "ts");
-	a_read = attnum_of(desc, "read");
+	notification_columns(desc, &col);
 
 	ks_init(&counts, cxt, 64);
 	ks_init(&channels, cxt, 64);
@@ -550,24 +569,24 @@ notify_ext_inbox_after_insert(PG_FUNCTION_ARGS)
 		v = slot->tts_values;
 		isnull = slot->tts_isnull;
 		/* NOT NULL columns; a row without them is neither counted nor sent. */
-		if (isnull[a_recipient] || isnull[a_type])
+		if (isnull[col.recipient] || isnull[col.type])
 			continue;
 
 		old = MemoryContextSwitchTo(rowcxt);
-		recipient = DatumGetTextPP(v[a_recipient]);
-		type = DatumGetTextPP(v[a_type]);
+		recipient = DatumGetTextPP(v[col.recipient]);
+		type = DatumGetTextPP(v[col.type]);
 
 		pair_key(&key, VARDATA_ANY(recipient), VARSIZE_ANY_EXHDR(recipient),
 				 VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
 		e = ks_find(&counts, key.data, key.len, true, true, NULL);
 		e->a++;
-		if (!isnull[a_read] && !DatumGetBool(v[a_read]))
+		if (!isnull[col.read] && !DatumGetBool(v[col.read]))
 			e->b++;
 
-		if (!isnull[a_id] && !isnull[a_message] && !isnull[a_ts] && !isnull[a_read])
+		if (!isnull[col.id] && !isnull[col.message] && !isnull[col.ts] && !isnull[col.read])
 		{
-			Jsonb	   *meta = isnull[a_meta] ? NULL : DatumGetJsonbP(v[a_meta]);
-			Jsonb	   *refs = isnull[a_refs] ? NULL : DatumGetJsonbP(v[a_refs]);
+			Jsonb	   *meta = isnull[col.meta] ? NULL : DatumGetJsonbP(v[col.meta]);
+			Jsonb	   *refs = isnull[col.refs] ? NULL : DatumGetJsonbP(v[col.refs]);
 
 			e = ks_find(&channels, VARDATA_ANY(recipient), VARSIZE_ANY_EXHDR(recipient),
 						true, true, &found);
@@ -576,12 +595,12 @@ notify_ext_inbox_after_insert(PG_FUNCTION_ARGS)
 				e->str = MemoryContextAlloc(cxt, CHANNEL_LEN);
 				inbox_channel(VARDATA_ANY(recipient), VARSIZE_ANY_EXHDR(recipient), e->str);
 			}
-			inbox_payload(&payload, DatumGetInt64(v[a_id]),
+			inbox_payload(&payload, DatumGetInt64(v[col.id]),
 						  text_to_cstring(type),
-						  TextDatumGetCString(v[a_message]),
+						  TextDatumGetCString(v[col.message]),
 						  meta ? &meta->root : NULL, meta ? VARSIZE(meta) : 0,
 						  refs ? &refs->root : NULL, refs ? VARSIZE(refs) : 0,
-						  DatumGetTimestampTz(v[a_ts]), DatumGetBool(v[a_read]));
+						  DatumGetTimestampTz(v[col.ts]), DatumGetBool(v[col.read]));
 			Async_Notify(e->str, payload.data);
 		}
 		MemoryContextSwitchTo(old);
@@ -823,7 +842,7 @@ bulk_store_direct(BulkItem *it, Datum *ids, int *order, int kept, TimestampTz no
 	MemoryContext batchcxt;
 	TupleTableSlot **slots;
 	int			nslots = Min(kept, BULK_STORE_BATCH);
-	int			a_id, a_recipient, a_type, a_message, a_meta, a_refs, a_ts, a_read;
+	NotificationColumns col;
 
 	if (!OidIsValid(relid))
 		elog(ERROR, "table notify_ext.notifications is missing");
@@ -860,14 +879,7 @@ bulk_store_direct(BulkItem *it, Datum *ids, int *order, int kept, TimestampTz no
 		table_close(rel, NoLock);
 		return false;
 	}
-	a_id = attnum_of(desc, "id");
-	a_recipient = attnum_of(desc, "recipient");
-	a_type = attnum_of(desc, "type");
-	a_message = attnum_of(desc, "message");
-	a_meta = attnum_of(desc, "meta");
-	a_refs = attnum_of(desc, "refs");
-	a_ts = attnum_of(desc, "ts");
-	a_read = attnum_of(desc, "read");
+	notification_columns(desc, &col);
 
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
@@ -904,26 +916,26 @@ bulk_store_direct(BulkItem *it, Datum *ids, int *order, int kept, TimestampTz no
 
 			ExecClearTuple(slot);
 			memset(slot->tts_isnull, true, desc->natts * sizeof(bool));
-			slot->tts_values[a_id] = ids[i];
-			slot->tts_isnull[a_id] = false;
-			slot->tts_values[a_recipient] =
+			slot->tts_values[col.id] = ids[i];
+			slot->tts_isnull[col.id] = false;
+			slot->tts_values[col.recipient] =
 				PointerGetDatum(cstring_to_text_with_len(it[i].recipient, it[i].rlen));
-			slot->tts_isnull[a_recipient] = false;
-			slot->tts_values[a_type] = PointerGetDatum(cstring_to_text_with_len(it[i].type, it[i].tlen));
-			slot->tts_isnull[a_type] = false;
-			slot->tts_values[a_message] =
+			slot->tts_isnull[col.recipient] = false;
+			slot->tts_values[col.type] = PointerGetDatum(cstring_to_text_with_len(it[i].type, it[i].tlen));
+			slot->tts_isnull[col.type] = false;
+			slot->tts_values[col.message] =
 				PointerGetDatum(cstring_to_text_with_len(it[i].message, it[i].mlen));
-			slot->tts_isnull[a_message] = false;
+			slot->tts_isnull[col.message] = false;
 			if (it[i].meta.type != jbvNull)
 			{
-				slot->tts_values[a_meta] = JsonbPGetDatum(JsonbValueToJsonb(&it[i].meta));
-				slot->tts_isnull[a_meta] = false;
+				slot->tts_values[col.meta] = JsonbPGetDatum(JsonbValueToJsonb(&it[i].meta));
+				slot->tts_isnull[col.meta] = false;
 			}
-			slot->tts_isnull[a_refs] = true;
-			slot->tts_values[a_ts] = TimestampTzGetDatum(now);
-			slot->tts_isnull[a_ts] = false;
-			slot->tts_values[a_read] = BoolGetDatum(false);
-			slot->tts_isnull[a_read] = false;
+			slot->tts_isnull[col.refs] = true;
+			slot->tts_values[col.ts] = TimestampTzGetDatum(now);
+			slot->tts_isnull[col.ts] = false;
+			slot->tts_values[col.read] = BoolGetDatum(false);
+			slot->tts_isnull[col.read] = false;
 			ExecStoreVirtualTuple(slot);
 			if (desc->constr != NULL)
 				ExecConstraints(rri, slot, estate);
