@@ -32,7 +32,6 @@
 #include "miscadmin.h"
 #include "partitioning/partbounds.h"
 #include "partitioning/partdesc.h"
-#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "port/atomics.h"
@@ -498,36 +497,6 @@ is_seq_minmax_brin(Relation index)
 }
 
 /*
- * Summarizes the two block ranges before the one that starts at blk, when a
- * writer starts a new range and no summarizer worker (summarizer.c) can
- * take them.  A BRIN scan must read every unsummarized range in full, so a
- * range is summarized as soon as it is left; the range being filled stays
- * unsummarized, which keeps inserts into it cheap (BRIN does nothing for an
- * unsummarized range).  Never waits: while someone else holds the lock
- * (another summarizer, VACUUM) the ranges are left to later writers or to
- * autovacuum (the index has autosummarize on).
- */
-static void
-summarize_left_ranges(Relation heap, Relation index, BlockNumber blk)
-{
-	BlockNumber per_range = BrinGetPagesPerRange(index);
-	SavedUser	saved_user;
-	int			back;
-
-	if (blk < per_range || !ConditionalLockRelation(heap, ShareUpdateExclusiveLock))
-		return;
-	/* brin_summarize_range() wants the index's owner. */
-	switch_to_user(heap->rd_rel->relowner, &saved_user);
-	for (back = 2; back >= 1; back--)
-		if (blk >= back * per_range)
-			DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(RelationGetRelid(index)),
-								Int64GetDatum((int64) (blk - back * per_range)));
-	restore_user(&saved_user);
-	/* A summary is not transactional: no need to keep the lock to commit. */
-	UnlockRelation(heap, ShareUpdateExclusiveLock);
-}
-
-/*
  * Index entries of events just written to a partition whose only indexes
  * are minmax BRIN on seq.  Events come in ascending seq order, so within a
  * run of events on one heap block the first and the last carry the block's
@@ -556,11 +525,14 @@ index_seq_runs(PartitionTarget *target, TupleTableSlot **slots, int nslots)
 
 			while (last + 1 < nslots && ItemPointerGetBlockNumber(&slots[last + 1]->tts_tid) == blk)
 				last++;
-			/* Starting a range: the one left behind wants its summary. */
+			/*
+			 * Starting a range: the one left behind wants its summary, from
+			 * the summarizer worker or, when none can take it, right here.
+			 */
 			if (blk % per_range == 0 && blk >= per_range &&
 				ItemPointerGetOffsetNumber(&slots[j]->tts_tid) == FirstOffsetNumber &&
 				!summarizer_request(RelationGetRelid(index), blk - per_range, per_range))
-				summarize_left_ranges(target->rel, index, blk);
+				summarize_range_nowait(RelationGetRelid(index), blk - per_range, per_range);
 			seq = slot_getattr(slots[j], EV_SEQ + 1, &isnull);
 			index_insert(index, &seq, &isnull, &slots[j]->tts_tid, target->rel,
 						 UNIQUE_CHECK_NO, false, info);

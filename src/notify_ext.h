@@ -64,6 +64,7 @@ extern void capture_register_commit_hook(events_committed_hook hook);
 extern Size summarizer_shmem_size(void);
 extern void summarizer_shmem_init(void);
 extern bool summarizer_request(Oid indexoid, BlockNumber blk, BlockNumber per_range);
+extern void summarize_range_nowait(Oid indexoid, BlockNumber blk, BlockNumber per_range);
 
 /* consumer.c: stream consumers */
 extern Size consumer_shmem_size(void);

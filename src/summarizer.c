@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/index.h"
 #include "miscadmin.h"
@@ -200,37 +201,48 @@ take_requests(Oid dboid, SummaryRequest *out, int max)
 }
 
 /*
- * Summarizes one range, and the one before it in case that one's turn was
- * skipped, unless the table is gone or busy (VACUUM, a detach): later
- * requests and autosummarize catch up with those.
+ * Summarizes the BRIN range of the index that starts at blk, and the one
+ * before it in case that one's turn was skipped.  Never waits: while the
+ * table is busy (another summarizer, VACUUM, a detach) or gone, nothing is
+ * done, and later requests and autosummarize catch up.  Used by the worker,
+ * and by writers when no worker can take a range.
  */
-static void
-summarize_range_if_free(const SummaryRequest *req)
+void
+summarize_range_nowait(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 {
-	Oid			heapoid = IndexGetRelation(req->indexoid, true);
+	Oid			heapoid = IndexGetRelation(indexoid, true);
+	Relation	heap;
+	SavedUser	saved_user;
 
 	if (!OidIsValid(heapoid) || !ConditionalLockRelationOid(heapoid, ShareUpdateExclusiveLock))
 		return;
 	/* Dropped while we were not holding the lock? */
-	if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(req->indexoid)))
+	heap = try_table_open(heapoid, NoLock);
+	if (heap != NULL && SearchSysCacheExists1(RELOID, ObjectIdGetDatum(indexoid)))
 	{
-		if (req->blk >= req->per_range)
-			DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(req->indexoid),
-								Int64GetDatum((int64) (req->blk - req->per_range)));
-		DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(req->indexoid),
-							Int64GetDatum((int64) req->blk));
+		/* brin_summarize_range() wants the index's owner. */
+		switch_to_user(heap->rd_rel->relowner, &saved_user);
+		if (blk >= per_range)
+			DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(indexoid),
+								Int64GetDatum((int64) (blk - per_range)));
+		DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(indexoid),
+							Int64GetDatum((int64) blk));
+		restore_user(&saved_user);
 	}
+	if (heap != NULL)
+		table_close(heap, NoLock);
+	/* A summary is not transactional: no need to keep the lock to commit. */
 	UnlockRelationOid(heapoid, ShareUpdateExclusiveLock);
 }
 
 static Oid	my_dboid = InvalidOid;
 
+/* Frees this worker's slot; the caller holds the mutex. */
 static void
-release_slot(int code, Datum arg)
+free_my_slot(void)
 {
 	int			i;
 
-	SpinLockAcquire(&shared->mutex);
 	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
 		if (shared->slots[i].dboid == my_dboid && shared->slots[i].latch == MyLatch)
 		{
@@ -238,6 +250,13 @@ release_slot(int code, Datum arg)
 			shared->slots[i].running = false;
 			shared->slots[i].latch = NULL;
 		}
+}
+
+static void
+release_slot(int code, Datum arg)
+{
+	SpinLockAcquire(&shared->mutex);
+	free_my_slot();
 	SpinLockRelease(&shared->mutex);
 }
 
@@ -281,7 +300,7 @@ notify_ext_summarizer_main(Datum arg)
 			StartTransactionCommand();
 			pgstat_report_activity(STATE_RUNNING, "notify_ext: summarizing event log block ranges");
 			for (i = 0; i < n; i++)
-				summarize_range_if_free(&batch[i]);
+				summarize_range_nowait(batch[i].indexoid, batch[i].blk, batch[i].per_range);
 			CommitTransactionCommand();
 			pgstat_report_activity(STATE_IDLE, NULL);
 			idle_since = GetCurrentTimestamp();
@@ -296,13 +315,7 @@ notify_ext_summarizer_main(Datum arg)
 			for (i = 0; i < shared->nrequests && !pending; i++)
 				pending = (shared->requests[i].dboid == my_dboid);
 			if (!pending)
-				for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
-					if (shared->slots[i].dboid == my_dboid && shared->slots[i].latch == MyLatch)
-					{
-						shared->slots[i].dboid = InvalidOid;
-						shared->slots[i].running = false;
-						shared->slots[i].latch = NULL;
-					}
+				free_my_slot();
 			SpinLockRelease(&shared->mutex);
 			if (!pending)
 				proc_exit(0);
