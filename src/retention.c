@@ -63,6 +63,7 @@
 #include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/datum.h"
@@ -777,6 +778,8 @@ notify_ext_cron_worker_main(Datum arg)
 	CronCall   *call;
 	MemoryContext cxt;
 
+	/* Terminate only at CHECK_FOR_INTERRUPTS(), never inside a commit. */
+	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	seg = dsm_attach(DatumGetUInt32(arg));
 	if (seg == NULL)
@@ -928,6 +931,8 @@ notify_ext_dropper_worker_main(Datum arg)
 	int			rc;
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	/* Terminate only at CHECK_FOR_INTERRUPTS(), never inside a commit. */
+	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.useroid, 0);
 

@@ -6,7 +6,9 @@ busy, and writers commit while it holds its lock."""
 import threading
 import time
 
+import psycopg
 import pytest
+from psycopg import sql
 
 DAYS_BACK = 10
 PER_DAY = 500
@@ -126,3 +128,44 @@ def test_work_for_the_plpgsql_version_is_handed_over(db, connect):
     pruner.commit()
     assert handed_over
     assert result["events"] == expected and "events_from_vacuum_stats" not in result, result
+
+
+
+def test_terminating_the_dropper_in_its_commit_is_safe(db, connect, admin_dsn):
+    """The dropper is terminated (as DROP DATABASE ... WITH (FORCE) or
+    pg_terminate_backend() would) while its commit waits for a synchronous
+    standby that never comes.  The server does not restart, and the tables
+    are gone: the commit was already durable locally."""
+    local = "-c synchronous_commit=local"
+    db.execute("SET synchronous_commit = local")
+    started_at = db.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+    load_expired_days(db)
+    admin = psycopg.connect(admin_dsn, autocommit=True, options=local)
+    admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'notify_ext_absent_standby'")
+    admin.execute("SELECT pg_reload_conf()")
+    dbname = db.info.dbname
+    admin.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(sql.Identifier(dbname)))
+    try:
+        time.sleep(0.3)
+        pruner = connect(autocommit=False, options=local)
+        result = pruner.execute("SELECT notify_ext.prune()").fetchone()[0]
+        pruner.commit()
+        assert result["partitions"] > 0, result
+        # The dropper runs with the default synchronous_commit = on.
+        deadline = time.monotonic() + 10
+        while True:
+            row = db.execute(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep' "
+                "AND backend_type = 'notify_ext expired partition dropper'").fetchone()
+            if row:
+                break
+            assert time.monotonic() < deadline, "the dropper did not reach its commit"
+            time.sleep(0.02)
+        assert db.execute("SELECT pg_terminate_backend(%s, 5000)", (row[0],)).fetchone()[0]
+    finally:
+        admin.execute(sql.SQL("ALTER DATABASE {} RESET synchronous_commit").format(sql.Identifier(dbname)))
+        admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        admin.execute("SELECT pg_reload_conf()")
+        admin.close()
+    assert db.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started_at
+    assert db.execute("SELECT count(*) FROM notify_ext._detached_event_tables()").fetchone()[0] == 0
