@@ -26,8 +26,8 @@
  *     query (prune() asks this before each kind of batched DELETE, and most
  *     runs have nothing to delete);
  *   - notify_ext._start_event_table_dropper(): starts a short-lived
- *     background worker that waits for the calling transaction to end and
- *     then drops the partitions prune() detached from the event log (see
+ *     background worker once the calling transaction has committed, which
+ *     drops the partitions prune() detached from the event log (see
  *     docs/retention.md, "Dropping expired days").  Removing the files of a
  *     large table at commit takes a while (the kernel frees their cached
  *     pages); done by prune() itself, it would happen while prune() still
@@ -868,17 +868,54 @@ typedef struct DropperArgs
 {
 	Oid			dboid;
 	Oid			useroid;
-	TransactionId xid;			/* prune()'s transaction, waited for */
 } DropperArgs;
+
+/*
+ * The dropper is registered once the requesting transaction has committed:
+ * the postmaster forks it then, so neither the fork nor the worker's start
+ * competes for CPU with the writers while prune() runs, and a transaction
+ * that rolls back starts nothing.  The worker is fully described while the
+ * transaction is open (naming it needs the catalogs, which the commit
+ * callback must not read).
+ */
+static BackgroundWorker pending_dropper;
+static bool dropper_pending = false;
+static bool dropper_callback_registered = false;
+
+static void
+dropper_xact_callback(XactEvent event, void *arg)
+{
+	BackgroundWorkerHandle *handle;
+
+	if (!dropper_pending)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			dropper_pending = false;
+			if (!RegisterDynamicBackgroundWorker(&pending_dropper, &handle))
+				ereport(LOG,
+						(errmsg("notify_ext: no background worker slot to drop expired event partitions; the next notify_ext.prune() tries again")));
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* Nothing was detached, or the next prune() finds the tables. */
+			dropper_pending = false;
+			break;
+		default:
+			break;
+	}
+}
 
 /*
  * notify_ext._start_event_table_dropper() returns boolean
  *
- * Registers a background worker that waits until the current transaction
- * has ended (committed or not) and then calls
- * notify_ext._drop_detached_event_tables() in its own transaction, as the
- * current user.  Does not wait for it.  Returns false (and the tables stay
- * for the next prune() run) when no worker slot is free.
+ * Arranges for a background worker to start once the current transaction
+ * has committed; it calls notify_ext._drop_detached_event_tables() in its
+ * own transaction, as the current user.  Returns true (the request is
+ * recorded; if no worker slot is free at commit, the server log says so
+ * and the tables stay for the next prune() run).
  */
 static bool start_event_table_dropper(void);
 
@@ -892,35 +929,32 @@ notify_ext_start_event_table_dropper(PG_FUNCTION_ARGS)
 static bool
 start_event_table_dropper(void)
 {
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
+	BackgroundWorker *worker = &pending_dropper;
 	DropperArgs args;
 
+	if (!dropper_callback_registered)
+	{
+		RegisterXactCallback(dropper_xact_callback, NULL);
+		dropper_callback_registered = true;
+	}
 	memset(&args, 0, sizeof(args));
 	args.dboid = MyDatabaseId;
 	args.useroid = GetUserId();
-	args.xid = GetTopTransactionIdIfAny();
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "notify_ext");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "notify_ext_dropper_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "notify_ext expired partition dropper for %s",
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "notify_ext");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "notify_ext_dropper_worker_main");
+	snprintf(worker->bgw_name, BGW_MAXLEN, "notify_ext expired partition dropper for %s",
 			 get_database_name(MyDatabaseId));
-	snprintf(worker.bgw_type, BGW_MAXLEN, "notify_ext expired partition dropper");
+	snprintf(worker->bgw_type, BGW_MAXLEN, "notify_ext expired partition dropper");
 	StaticAssertStmt(sizeof(DropperArgs) <= BGW_EXTRALEN, "DropperArgs too large");
-	memcpy(worker.bgw_extra, &args, sizeof(args));
-	worker.bgw_main_arg = (Datum) 0;
-	worker.bgw_notify_pid = 0;
-
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-	{
-		ereport(LOG,
-				(errmsg("notify_ext: no background worker slot to drop expired event partitions; the next notify_ext.prune() tries again")));
-		return false;
-	}
+	memcpy(worker->bgw_extra, &args, sizeof(args));
+	worker->bgw_main_arg = (Datum) 0;
+	worker->bgw_notify_pid = 0;
+	dropper_pending = true;
 	return true;
 }
 
@@ -935,14 +969,6 @@ notify_ext_dropper_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.useroid, 0);
-
-	/* Wait for prune()'s transaction: only then are the tables detached. */
-	if (TransactionIdIsValid(args.xid))
-	{
-		StartTransactionCommand();
-		XactLockTableWait(args.xid, NULL, NULL, XLTW_None);
-		CommitTransactionCommand();
-	}
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -1322,7 +1348,7 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 		detached = detach_expired(log, expired, members, nexpired);
 	}
 
-	/* The detached tables (of this run, or left by an earlier one) go once this transaction has ended. */
+	/* The detached tables (of this run, or left by an earlier one) go once this transaction has committed. */
 	if (detached || detached_tables_exist(nsp))
 		(void) start_event_table_dropper();
 

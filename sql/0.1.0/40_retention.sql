@@ -64,7 +64,7 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext._detached_event_tables() FROM PUBLIC;
 
 -- Internal: drops the detached tables (run by the worker that
--- _start_event_table_dropper() starts, after prune() has committed).  No
+-- _start_event_table_dropper() has started when prune() committed).  No
 -- one writes to or reads from them any more; a table someone still has
 -- locked after a few seconds is left for the next run.  Returns how many
 -- were dropped.
@@ -90,9 +90,10 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._drop_detached_event_tables() FROM PUBLIC;
 
--- Internal: starts a background worker that waits for the current
--- transaction to end and then runs _drop_detached_event_tables() as the
--- current user.  Returns false when no worker slot was free.
+-- Internal: has a background worker started when the current transaction
+-- commits, which runs _drop_detached_event_tables() as the current user.
+-- Returns true; if no worker slot is free at commit, the server log says so
+-- and the next prune() tries again.
 CREATE FUNCTION notify_ext._start_event_table_dropper() RETURNS boolean
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_start_event_table_dropper';
 REVOKE ALL ON FUNCTION notify_ext._start_event_table_dropper() FROM PUBLIC;
@@ -380,7 +381,7 @@ BEGIN
     END IF;
 
     -- Detached tables (of this run, or left by an earlier one) are dropped
-    -- by a worker once this transaction has ended.
+    -- by a worker started once this transaction has committed.
     -- (When this run detached some, they are there: no need to look.)
     IF v_partitions > 0 OR EXISTS (SELECT 1 FROM notify_ext._detached_event_tables()) THEN
         PERFORM notify_ext._start_event_table_dropper();

@@ -69,6 +69,10 @@ def test_usual_run_detaches_counted_days(db, connect):
     started = time.monotonic()
     writer.execute("SELECT notify_ext.publish('e2e.fast', 'e2e.during')")
     assert time.monotonic() - started < 1.0
+    # The dropper is only started once prune()'s transaction has committed.
+    time.sleep(0.3)
+    assert db.execute("SELECT count(*) FROM pg_stat_activity "
+                      "WHERE backend_type = 'notify_ext expired partition dropper'").fetchone()[0] == 0
     pruner.commit()
 
     assert db.execute("SELECT count(*) FROM notify_ext.event_log WHERE stream = 'e2e.fast' "
@@ -127,8 +131,31 @@ def test_work_for_the_plpgsql_version_is_handed_over(db, connect):
     result, handed_over = prune_in(pruner)
     pruner.commit()
     assert handed_over
+    # The PL/pgSQL version also has the dropper started at commit.
+    deadline = time.monotonic() + 10
+    while db.execute("SELECT count(*) FROM notify_ext._detached_event_tables()").fetchone()[0]:
+        assert time.monotonic() < deadline, "the detached tables were not dropped"
+        time.sleep(0.1)
     assert result["events"] == expected and "events_from_vacuum_stats" not in result, result
 
+
+
+
+def test_a_rolled_back_prune_leaves_everything_in_place(db, connect):
+    doomed = load_expired_days(db)
+    pruner = connect(autocommit=False)
+    result, handed_over = prune_in(pruner)
+    assert result["partitions"] == len(doomed), result
+    pruner.rollback()
+    time.sleep(0.3)
+    assert db.execute("SELECT count(*) FROM pg_stat_activity "
+                      "WHERE backend_type = 'notify_ext expired partition dropper'").fetchone()[0] == 0
+    assert [r[0] for r in db.execute(
+        "SELECT name FROM notify_ext._expired_event_partitions(now() - interval '7 days') "
+        "ORDER BY upper_bound").fetchall()] == doomed
+    assert db.execute("SELECT count(*) FROM notify_ext._detached_event_tables()").fetchone()[0] == 0
+    result = db.execute("SELECT notify_ext.prune()").fetchone()[0]
+    assert result["partitions"] == len(doomed), result
 
 
 def test_terminating_the_dropper_in_its_commit_is_safe(db, connect, admin_dsn):
