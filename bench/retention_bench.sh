@@ -16,7 +16,14 @@
 #      the writer runs, then rolled back (so that prune() finds them again).
 #   4. prune(), BENCH_PRUNE_ROUNDS times (the expired days are reloaded
 #      before each round): notify_ext.prune() removes the expired day
-#      partitions while the writer runs.
+#      partitions while the writer runs.  The session that calls it is
+#      opened a second before the call, so that the window measures
+#      prune() and not the start of a new backend (pg_cron opens one too,
+#      but that cost is the connection's, whatever the job runs).
+#   5. The control: as many rounds in which the same kind of session runs
+#      SELECT pg_sleep(<median time of prune()>) instead.  Nothing else
+#      happens in its window, so its ratio shows what the measurement
+#      itself gives (the writer's own variation over windows this short).
 #   Reported: the time of the DELETE and the median time of prune(), and
 #   their ratio (target >= 50x).  For the writer, from pgbench's
 #   per-transaction log of the same run: its transactions per second within
@@ -230,10 +237,12 @@ for ((round = 1; round <= PRUNE_ROUNDS; round++)); do
 		settled_stats
 		bq -c "VACUUM ANALYZE notify_ext.event_log" -c "CHECKPOINT" >/dev/null
 	fi
-	writer $((BASE_SECONDS + 6)) "prune$round" &
+	writer $((BASE_SECONDS + 7)) "prune$round" &
 	wpid=$!
 	sleep $((BASE_SECONDS + 1))
 	bq >"$WORK/prune$round.timing" <<'EOF'
+SELECT 1 AS connected \gset
+\! sleep 1
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 SELECT notify_ext.prune() AS result \gset
 SELECT extract(epoch FROM clock_timestamp()) AS t1 \gset
@@ -258,6 +267,37 @@ EOF
 done
 
 best_prune=$(printf '%s\n' "${prune_times[@]}" | sort -n | sed -n "$(( (${#prune_times[@]} + 1) / 2 ))p")
+
+# ---- the control: the same session and window, with nothing in it
+ctl_tx=0
+ctl_s=0
+ctl_base_sum=0
+ctl_ratios=()
+for ((round = 1; round <= PRUNE_ROUNDS; round++)); do
+	writer $((BASE_SECONDS + 7)) "control$round" &
+	wpid=$!
+	sleep $((BASE_SECONDS + 1))
+	bq -v secs="$best_prune" >"$WORK/control$round.timing" <<'EOF'
+SELECT 1 AS connected \gset
+\! sleep 1
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT pg_sleep(:secs) \gset
+SELECT extract(epoch FROM clock_timestamp()) AS t1 \gset
+\echo :t0 :t1
+EOF
+	wait "$wpid"
+	read -r c0 c1 <"$WORK/control$round.timing"
+	read -r b_tps b_max < <(window_stats "control$round" $(before "$c0"))
+	read -r c_tps c_max < <(window_stats "control$round" "$c0" "$c1")
+	r=$(ratio "$c_tps" "$b_tps")
+	echo "control round $round: writer alone just before $b_tps tps; within a pg_sleep() window of the same length $c_tps tps (${r}x)"
+	ctl_ratios+=("$r")
+	ctl_tx=$("$PYTHON" -c "print($ctl_tx + $c_tps * ($c1 - $c0))")
+	ctl_s=$("$PYTHON" -c "print($ctl_s + $c1 - $c0)")
+	ctl_base_sum=$("$PYTHON" -c "print($ctl_base_sum + $b_tps)")
+done
+ctl_pooled=$("$PYTHON" -c "print('%.2f' % (($ctl_tx / $ctl_s) / ($ctl_base_sum / $PRUNE_ROUNDS)))")
+ctl_med=$(printf '%s\n' "${ctl_ratios[@]}" | sort -n | sed -n "$(( (${#ctl_ratios[@]} + 1) / 2 ))p")
 min_ratio=$(printf '%s\n' "${prune_ratios[@]}" | sort -n | head -1)
 med_ratio=$(printf '%s\n' "${prune_ratios[@]}" | sort -n | sed -n "$(( (${#prune_ratios[@]} + 1) / 2 ))p")
 echo
@@ -266,4 +306,5 @@ echo "  DELETE $delete_s s vs prune() median $best_prune s: $(ratio "$delete_s" 
 pooled=$("$PYTHON" -c "print('%.2f' % (($win_tx / $win_s) / ($base_sum / $PRUNE_ROUNDS)))")
 echo "  writer throughput within the prune() windows: ${pooled}x of the writer alone, all rounds pooled;"
 echo "    median round ${med_ratio}x, worst round ${min_ratio}x (target >= 0.9x)"
+echo "  control (pg_sleep() for as long, nothing else): ${ctl_pooled}x pooled, median round ${ctl_med}x"
 echo "  writer throughput while the DELETE runs: $(ratio "$del_tps" "$base_tps")x"
