@@ -588,8 +588,9 @@ add_to_multi(Transfer *t)
 		elog(ERROR, "notify_ext webhook worker: curl_multi_add_handle failed: %s", curl_multi_strerror(rc));
 }
 
+/* Releases the transfer's curl handle and request headers. */
 static void
-free_transfer(Transfer *t)
+release_curl_request(Transfer *t)
 {
 	if (t->easy)
 	{
@@ -600,6 +601,12 @@ free_transfer(Transfer *t)
 	if (t->headers)
 		curl_slist_free_all(t->headers);
 	t->headers = NULL;
+}
+
+static void
+free_transfer(Transfer *t)
+{
+	release_curl_request(t);
 	if (t->resp.data)
 		pfree(t->resp.data);
 	t->resp.data = NULL;
@@ -615,15 +622,7 @@ free_transfer(Transfer *t)
 static void
 reset_for_resend(Transfer *t)
 {
-	if (t->easy)
-	{
-		WITH_SIGNALS_BLOCKED(curl_multi_remove_handle(multi, t->easy));
-		curl_easy_cleanup(t->easy);
-		t->easy = NULL;
-	}
-	if (t->headers)
-		curl_slist_free_all(t->headers);
-	t->headers = NULL;
+	release_curl_request(t);
 	resetStringInfo(&t->resp);
 	if (t->token_used)
 		pfree(t->token_used);
