@@ -917,16 +917,17 @@ dropper_xact_callback(XactEvent event, void *arg)
  * recorded; if no worker slot is free at commit, the server log says so
  * and the tables stay for the next prune() run).
  */
-static bool start_event_table_dropper(void);
+static void start_event_table_dropper(void);
 
 PG_FUNCTION_INFO_V1(notify_ext_start_event_table_dropper);
 Datum
 notify_ext_start_event_table_dropper(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(start_event_table_dropper());
+	start_event_table_dropper();
+	PG_RETURN_BOOL(true);
 }
 
-static bool
+static void
 start_event_table_dropper(void)
 {
 	BackgroundWorker *worker = &pending_dropper;
@@ -955,7 +956,6 @@ start_event_table_dropper(void)
 	worker->bgw_main_arg = (Datum) 0;
 	worker->bgw_notify_pid = 0;
 	dropper_pending = true;
-	return true;
 }
 
 void
@@ -1350,7 +1350,7 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 
 	/* The detached tables (of this run, or left by an earlier one) go once this transaction has committed. */
 	if (detached || detached_tables_exist(nsp))
-		(void) start_event_table_dropper();
+		start_event_table_dropper();
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	add_int(&state, "events", detached ? events : 0);
