@@ -864,6 +864,30 @@ notify_ext_cron_worker_main(Datum arg)
  * Dropping detached event partitions, after prune() has committed
  * --------------------------------------------------------------------- */
 
+/*
+ * Most of the WAL that prune() and the dropper write is full-page images of
+ * catalog pages (the first change to each since the last checkpoint), and
+ * every writer that commits meanwhile flushes it ahead of its own commit
+ * record.  Compressed, it is a third to a half of the size.  Only this
+ * backend's records are affected.  A server that already compresses is
+ * left as it is.
+ */
+static void
+compress_own_wal(GucAction action)
+{
+	static const char *const methods[] = {"zstd", "lz4", "pglz"};
+	const char *current = GetConfigOption("wal_compression", true, false);
+	int			i;
+
+	if (current == NULL || strcmp(current, "off") != 0)
+		return;
+	/* A method this server was built without is refused quietly. */
+	for (i = 0; i < lengthof(methods); i++)
+		if (set_config_option("wal_compression", methods[i], PGC_SUSET, PGC_S_SESSION,
+							  action, true, DEBUG1, false) > 0)
+			return;
+}
+
 typedef struct DropperArgs
 {
 	Oid			dboid;
@@ -969,6 +993,7 @@ notify_ext_dropper_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.useroid, 0);
+	compress_own_wal(GUC_ACTION_SET);	/* for the rest of this short life */
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -1250,10 +1275,9 @@ prune_all(void)
 	return result;
 }
 
-/* notify_ext.prune() returns jsonb (SECURITY DEFINER; see docs/retention.md) */
-PG_FUNCTION_INFO_V1(notify_ext_prune);
-Datum
-notify_ext_prune(PG_FUNCTION_ARGS)
+/* The run of notify_ext.prune(), with its own WAL compressed. */
+static Datum
+prune_run(void)
 {
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz cutoff;
@@ -1278,7 +1302,7 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 										  Int64GetDatum((int64) DatumGetInt32(
 											  DirectFunctionCall1Coll(hashtext, C_COLLATION_OID,
 																	  CStringGetTextDatum("notify_ext.prune")))))))
-		PG_RETURN_DATUM(prune_all());	/* it reports the other run */
+		return prune_all();		/* it reports the other run */
 	nsp = get_namespace_oid("notify_ext", false);
 
 	/* Read notifications or delivery records to delete: the PL/pgSQL run. */
@@ -1286,13 +1310,13 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 	if (!OidIsValid(rel) ||
 		index_has_key_below(rel, minus_interval(now, read_notification_retention,
 												"read_notification_retention")))
-		PG_RETURN_DATUM(prune_all());
+		return prune_all();
 	if (OidIsValid(get_relname_relid("delivery_log", nsp)))
 	{
 		rel = get_relname_relid("delivery_log_created_at_idx", nsp);
 		if (!OidIsValid(rel) ||
 			index_has_key_below(rel, minus_interval(now, delivery_retention, "delivery_retention")))
-			PG_RETURN_DATUM(prune_all());
+			return prune_all();
 	}
 
 	/* Expired events in the default partition (normally empty). */
@@ -1301,7 +1325,7 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 	deflt = get_relname_relid("event_log_default", nsp);
 	if (!OidIsValid(log) || !OidIsValid(deflt) ||
 		table_has_time_below(deflt, get_attnum(deflt, "occurred_at"), cutoff))
-		PG_RETURN_DATUM(prune_all());
+		return prune_all();
 
 	/* Partitions of the coming days to create. */
 	for (i = 0; i <= partitions_ahead; i++)
@@ -1310,7 +1334,7 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 
 		day_partition_name(now, i, name);
 		if (!OidIsValid(get_relname_relid(name, nsp)))
-			PG_RETURN_DATUM(prune_all());
+			return prune_all();
 	}
 
 	/*
@@ -1331,7 +1355,7 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 			  tab->inserts_since_vacuum == 0 && tab->changes_since_analyze == 0 &&
 			  tab->n_dead_tuples == 0 &&
 			  (tab->vacuum_timestamp != 0 || tab->autovac_vacuum_timestamp != 0)))
-			PG_RETURN_DATUM(prune_all());
+			return prune_all();
 		if (dep == NULL)
 			dep = table_open(DependRelationId, AccessShareLock);
 		members[nexpired] = is_extension_member(dep, parts[i].rel);
@@ -1344,7 +1368,7 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 	{
 		rel = get_relname_relid("consumers", nsp);
 		if (OidIsValid(rel) && table_has_rows(rel))
-			PG_RETURN_DATUM(prune_all());
+			return prune_all();
 		detached = detach_expired(log, expired, members, nexpired);
 	}
 
@@ -1371,5 +1395,19 @@ notify_ext_prune(PG_FUNCTION_ARGS)
 		pushJsonbValue(&state, WJB_VALUE, &v);
 	}
 	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+	return JsonbPGetDatum(JsonbValueToJsonb(res));
+}
+
+/* notify_ext.prune() returns jsonb (SECURITY DEFINER; see docs/retention.md) */
+PG_FUNCTION_INFO_V1(notify_ext_prune);
+Datum
+notify_ext_prune(PG_FUNCTION_ARGS)
+{
+	int			nestlevel = NewGUCNestLevel();
+	Datum		result;
+
+	compress_own_wal(GUC_ACTION_SAVE);	/* until this function returns */
+	result = prune_run();
+	AtEOXact_GUC(true, nestlevel);
+	PG_RETURN_DATUM(result);
 }
