@@ -42,6 +42,12 @@
 #define SUMMARIZER_MAX_DATABASES 16
 /* A worker with nothing to do this long exits. */
 #define SUMMARIZER_IDLE_MS 1000
+/*
+ * A slot whose worker has not attached this long after it was claimed is
+ * given up: that worker failed to start (its database was dropped, or does
+ * not accept connections) and will never take the database's requests.
+ */
+#define SUMMARIZER_ATTACH_TIMEOUT_MS 10000
 
 typedef struct SummaryRequest
 {
@@ -56,6 +62,7 @@ typedef struct SummarizerSlot
 	Oid			dboid;			/* InvalidOid: free */
 	bool		running;		/* the worker has attached; latch is set */
 	Latch	   *latch;
+	TimestampTz claimed_at;		/* when a writer claimed it for dboid */
 } SummarizerSlot;
 
 typedef struct SummarizerShared
@@ -110,6 +117,42 @@ start_worker(Oid dboid)
 	return RegisterDynamicBackgroundWorker(&worker, &handle);
 }
 
+/* Drops the queued requests of database dboid; the caller holds the mutex. */
+static void
+forget_requests(Oid dboid)
+{
+	int			kept = 0;
+	int			i;
+
+	for (i = 0; i < shared->nrequests; i++)
+		if (shared->requests[i].dboid != dboid)
+			shared->requests[kept++] = shared->requests[i];
+	shared->nrequests = kept;
+}
+
+/*
+ * Frees the slots whose worker never attached, with their databases'
+ * requests (a writer of such a database claims a slot again and starts a
+ * new worker).  The caller holds the mutex.
+ */
+static void
+free_abandoned_slots(TimestampTz now)
+{
+	int			i;
+
+	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
+	{
+		SummarizerSlot *slot = &shared->slots[i];
+
+		if (slot->dboid != InvalidOid && !slot->running &&
+			TimestampDifferenceExceeds(slot->claimed_at, now, SUMMARIZER_ATTACH_TIMEOUT_MS))
+		{
+			forget_requests(slot->dboid);
+			slot->dboid = InvalidOid;
+		}
+	}
+}
+
 /*
  * Queues the block range of the BRIN index that starts at blk for the
  * worker of this database, starting the worker when there is none.  Returns
@@ -122,12 +165,15 @@ summarizer_request(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 	SummarizerSlot *slot = NULL;
 	Latch	   *latch = NULL;
 	bool		launch = false;
+	TimestampTz now;
 	int			i;
 
 	if (shared == NULL)
 		return false;
 
+	now = GetCurrentTimestamp();
 	SpinLockAcquire(&shared->mutex);
+	free_abandoned_slots(now);
 	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
 		if (shared->slots[i].dboid == MyDatabaseId)
 			slot = &shared->slots[i];
@@ -144,6 +190,7 @@ summarizer_request(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 		slot->dboid = MyDatabaseId;
 		slot->running = false;
 		slot->latch = NULL;
+		slot->claimed_at = now;
 		launch = true;
 	}
 	if (shared->nrequests == SUMMARY_QUEUE_SIZE)
@@ -165,13 +212,8 @@ summarizer_request(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 	if (launch && !start_worker(MyDatabaseId))
 	{
 		/* No worker: take back this database's requests and its slot. */
-		int			kept = 0;
-
 		SpinLockAcquire(&shared->mutex);
-		for (i = 0; i < shared->nrequests; i++)
-			if (shared->requests[i].dboid != MyDatabaseId)
-				shared->requests[kept++] = shared->requests[i];
-		shared->nrequests = kept;
+		forget_requests(MyDatabaseId);
 		slot->dboid = InvalidOid;
 		SpinLockRelease(&shared->mutex);
 		return false;
@@ -237,10 +279,11 @@ summarize_range_nowait(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 
 static Oid	my_dboid = InvalidOid;
 
-/* Frees this worker's slot; the caller holds the mutex. */
-static void
+/* Frees this worker's slot, if it still holds one; the caller holds the mutex. */
+static bool
 free_my_slot(void)
 {
+	bool		freed = false;
 	int			i;
 
 	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
@@ -249,14 +292,24 @@ free_my_slot(void)
 			shared->slots[i].dboid = InvalidOid;
 			shared->slots[i].running = false;
 			shared->slots[i].latch = NULL;
+			freed = true;
 		}
+	return freed;
 }
 
+/*
+ * At exit.  A worker that leaves when idle has freed its slot already, and
+ * requests queued since then belong to the next worker.  One that still
+ * holds its slot was terminated (DROP DATABASE ... WITH (FORCE), say): the
+ * requests it leaves go with it, or no one might ever take them.  A range
+ * left unsummarized that way is summarized by autosummarize.
+ */
 static void
 release_slot(int code, Datum arg)
 {
 	SpinLockAcquire(&shared->mutex);
-	free_my_slot();
+	if (free_my_slot())
+		forget_requests(my_dboid);
 	SpinLockRelease(&shared->mutex);
 }
 

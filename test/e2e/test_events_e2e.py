@@ -174,6 +174,40 @@ def test_block_ranges_left_behind_get_summarized(db):
     ).fetchone()[0] == 11
 
 
+def test_summarizer_recovers_from_a_worker_that_could_not_start(admin_dsn):
+    """A worker that cannot connect (its database does not accept connections
+    at that moment) never takes up its database's requests; once its slot
+    has been given up (10 s), the next writer starts one that does."""
+    name = f"{DB_PREFIX}_summarizer_restart"
+    ident = sql.Identifier(name)
+    worker_query = ("SELECT count(*) FROM pg_stat_activity "
+                    "WHERE backend_type = 'notify_ext event log summarizer' AND datname = %s")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+        try:
+            with psycopg.connect(dsn_for(name), autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION notify_ext")
+                conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, note text)")
+                conn.execute("SELECT notify_ext.track('t', 'item')")
+                admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
+                try:
+                    # several block ranges: the worker is asked for, and fails
+                    conn.execute("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g")
+                    time.sleep(1)
+                    assert admin.execute(worker_query, (name,)).fetchone()[0] == 0
+                finally:
+                    admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
+                time.sleep(10.5)
+                conn.execute("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(5001, 10000) g")
+                deadline = time.monotonic() + 5
+                while admin.execute(worker_query, (name,)).fetchone()[0] == 0:
+                    assert time.monotonic() < deadline, "no worker started for the database again"
+                    time.sleep(0.05)
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+
+
 def test_summarizer_does_not_hold_up_drop_database(admin_dsn):
     """The worker leaves its database once idle: a plain DROP DATABASE
     (which waits only a few seconds for other sessions) succeeds."""
