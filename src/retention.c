@@ -575,6 +575,23 @@ is_extension_member(Relation dep, Oid rel)
 }
 
 /*
+ * Whether VACUUM has counted the partition since it last changed: reltuples
+ * >= 0, no insert since the last VACUUM, no change since the last ANALYZE,
+ * no dead row, and it has been vacuumed.  Then reltuples is its count.
+ */
+static bool
+vacuum_counted(const EventPartition *part)
+{
+	PgStat_StatTabEntry *tab = pgstat_fetch_stat_tabentry(part->rel);
+
+	return part->reltuples >= 0 && tab != NULL &&
+		tab->inserts_since_vacuum == 0 &&
+		tab->changes_since_analyze == 0 &&
+		tab->n_dead_tuples == 0 &&
+		(tab->vacuum_timestamp != 0 || tab->autovac_vacuum_timestamp != 0);
+}
+
+/*
  * notify_ext._expired_event_partitions(cutoff timestamptz)
  *   returns table (rel regclass, name text, upper_bound timestamptz,
  *                  reltuples real, vacuum_counted boolean, extension_member boolean)
@@ -582,9 +599,7 @@ is_extension_member(Relation dep, Oid rel)
  * The day partitions of the event log whose upper bound is at or before
  * cutoff, with what prune() needs to know of them before it detaches them:
  * pg_class.reltuples; whether VACUUM has counted the partition since it
- * last changed (reltuples >= 0, no insert since the last VACUUM, no change
- * since the last ANALYZE, no dead row, and it has been vacuumed: then
- * reltuples is its count); whether it is a member of an extension.  All
+ * last changed (vacuum_counted()); whether it is a member of an extension.  All
  * from the catalogs and the statistics, without planning a query.
  */
 PG_FUNCTION_INFO_V1(notify_ext_expired_event_partitions);
@@ -604,24 +619,16 @@ notify_ext_expired_event_partitions(PG_FUNCTION_ARGS)
 	{
 		Datum		values[6];
 		bool		nulls[6] = {false, false, false, false, false, false};
-		PgStat_StatTabEntry *tab;
-		bool		counted;
 
 		if (parts[i].upper > cutoff)
 			continue;
 		if (dep == NULL)
 			dep = table_open(DependRelationId, AccessShareLock);
-		tab = pgstat_fetch_stat_tabentry(parts[i].rel);
-		counted = parts[i].reltuples >= 0 && tab != NULL &&
-			tab->inserts_since_vacuum == 0 &&
-			tab->changes_since_analyze == 0 &&
-			tab->n_dead_tuples == 0 &&
-			(tab->vacuum_timestamp != 0 || tab->autovac_vacuum_timestamp != 0);
 		values[0] = ObjectIdGetDatum(parts[i].rel);
 		values[1] = CStringGetTextDatum(parts[i].name);
 		values[2] = TimestampTzGetDatum(parts[i].upper);
 		values[3] = Float4GetDatum(parts[i].reltuples);
-		values[4] = BoolGetDatum(counted);
+		values[4] = BoolGetDatum(vacuum_counted(&parts[i]));
 		values[5] = BoolGetDatum(is_extension_member(dep, parts[i].rel));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
@@ -1413,15 +1420,9 @@ prune_run(void)
 	members = palloc(sizeof(bool) * Max(nparts, 1));
 	for (i = 0; i < nparts; i++)
 	{
-		PgStat_StatTabEntry *tab;
-
 		if (parts[i].upper > cutoff)
 			continue;
-		tab = pgstat_fetch_stat_tabentry(parts[i].rel);
-		if (!(parts[i].reltuples >= 0 && tab != NULL &&
-			  tab->inserts_since_vacuum == 0 && tab->changes_since_analyze == 0 &&
-			  tab->n_dead_tuples == 0 &&
-			  (tab->vacuum_timestamp != 0 || tab->autovac_vacuum_timestamp != 0)))
+		if (!vacuum_counted(&parts[i]))
 			return prune_all();
 		if (dep == NULL)
 			dep = table_open(DependRelationId, AccessShareLock);
