@@ -52,16 +52,8 @@
 #include "notify_ext.h"
 #include "event_route.h"
 
-typedef struct RoutedPartition
-{
-	Oid			rel;
-	TimestampTz lower;			/* inclusive; DT_NOBEGIN: MINVALUE */
-	TimestampTz upper;			/* exclusive; DT_NOEND: MAXVALUE */
-	bool		upper_unbounded;
-} RoutedPartition;
-
 static MemoryContext route_cxt = NULL;
-static RoutedPartition *routed = NULL;	/* sorted by lower */
+static EventPartitionBounds *routed = NULL;	/* sorted by lower */
 static int	nrouted = 0;
 static Oid	routed_log = InvalidOid;
 static Oid	routed_default = InvalidOid;
@@ -124,10 +116,76 @@ bound_value(List *datums, TimestampTz *value)
 static int
 compare_lower(const void *a, const void *b)
 {
-	TimestampTz la = ((const RoutedPartition *) a)->lower;
-	TimestampTz lb = ((const RoutedPartition *) b)->lower;
+	TimestampTz la = ((const EventPartitionBounds *) a)->lower;
+	TimestampTz lb = ((const EventPartitionBounds *) b)->lower;
 
 	return la < lb ? -1 : (la > lb ? 1 : 0);
+}
+
+/*
+ * The partitions of event_log (log), read from pg_inherits and
+ * pg_class.relpartbound: into *parts (allocated in the current memory
+ * context), returns how many, in pg_inherits order.  The default partition
+ * is left out and returned in *deflt (InvalidOid: none).  Takes no lock on
+ * the partitions.  Raises an error on a bound the extension never makes.
+ */
+int
+event_partitions_read(Oid log, EventPartitionBounds **parts, Oid *deflt)
+{
+	Relation	inh;
+	ScanKeyData skey;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int			n = 0;
+	int			size = 32;
+
+	*parts = palloc(size * sizeof(EventPartitionBounds));
+	*deflt = InvalidOid;
+	inh = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyInit(&skey, Anum_pg_inherits_inhparent, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(log));
+	scan = systable_beginscan(inh, InheritsParentIndexId, true, NULL, 1, &skey);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Oid			child = ((Form_pg_inherits) GETSTRUCT(tup))->inhrelid;
+		HeapTuple	ctup;
+		Datum		datum;
+		bool		isnull;
+		PartitionBoundSpec *spec;
+		EventPartitionBounds *p;
+
+		ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(child));
+		if (!HeapTupleIsValid(ctup))
+			continue;
+		datum = SysCacheGetAttr(RELOID, ctup, Anum_pg_class_relpartbound, &isnull);
+		if (isnull)
+			wrong_shape("a partition without a bound");
+		spec = (PartitionBoundSpec *) stringToNode(TextDatumGetCString(datum));
+		ReleaseSysCache(ctup);
+		if (!IsA(spec, PartitionBoundSpec))
+			wrong_shape("a partition without a bound");
+		if (spec->is_default)
+		{
+			*deflt = child;
+			continue;
+		}
+		if (n == size)
+		{
+			size *= 2;
+			*parts = repalloc(*parts, size * sizeof(EventPartitionBounds));
+		}
+		p = &(*parts)[n++];
+		p->rel = child;
+		p->lower_unbounded = !bound_value(spec->lowerdatums, &p->lower);
+		if (p->lower_unbounded)
+			p->lower = DT_NOBEGIN;
+		p->upper_unbounded = !bound_value(spec->upperdatums, &p->upper);
+		if (p->upper_unbounded)
+			p->upper = DT_NOEND;
+	}
+	systable_endscan(scan);
+	table_close(inh, AccessShareLock);
+	return n;
 }
 
 /* Reads the partitions of event_log from the catalogs. */
@@ -138,15 +196,11 @@ load_routes(void)
 	Oid			log;
 	HeapTuple	tup;
 	Form_pg_partitioned_table key;
-	Relation	inh;
-	ScanKeyData skey;
-	SysScanDesc scan;
-	RoutedPartition *parts;
-	int			n = 0;
-	int			size = 32;
-	Oid			deflt = InvalidOid;
+	EventPartitionBounds *read;
+	EventPartitionBounds *parts;
+	int			n;
+	Oid			deflt;
 	uint64		generation;
-	MemoryContext old;
 
 	if (!callback_registered)
 	{
@@ -177,54 +231,12 @@ load_routes(void)
 		wrong_shape("it is not partitioned by range of occurred_at");
 	ReleaseSysCache(tup);
 
-	old = MemoryContextSwitchTo(route_cxt);
-	parts = palloc(size * sizeof(RoutedPartition));
-	MemoryContextSwitchTo(old);
-
-	inh = table_open(InheritsRelationId, AccessShareLock);
-	ScanKeyInit(&skey, Anum_pg_inherits_inhparent, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(log));
-	scan = systable_beginscan(inh, InheritsParentIndexId, true, NULL, 1, &skey);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
-	{
-		Oid			child = ((Form_pg_inherits) GETSTRUCT(tup))->inhrelid;
-		HeapTuple	ctup;
-		Datum		datum;
-		bool		isnull;
-		PartitionBoundSpec *spec;
-		RoutedPartition *p;
-
-		ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(child));
-		if (!HeapTupleIsValid(ctup))
-			continue;
-		datum = SysCacheGetAttr(RELOID, ctup, Anum_pg_class_relpartbound, &isnull);
-		if (isnull)
-			wrong_shape("a partition without a bound");
-		spec = (PartitionBoundSpec *) stringToNode(TextDatumGetCString(datum));
-		ReleaseSysCache(ctup);
-		if (!IsA(spec, PartitionBoundSpec))
-			wrong_shape("a partition without a bound");
-		if (spec->is_default)
-		{
-			deflt = child;
-			continue;
-		}
-		if (n == size)
-		{
-			size *= 2;
-			parts = repalloc(parts, size * sizeof(RoutedPartition));
-		}
-		p = &parts[n++];
-		p->rel = child;
-		if (!bound_value(spec->lowerdatums, &p->lower))
-			p->lower = DT_NOBEGIN;
-		p->upper_unbounded = !bound_value(spec->upperdatums, &p->upper);
-		if (p->upper_unbounded)
-			p->upper = DT_NOEND;
-	}
-	systable_endscan(scan);
-	table_close(inh, AccessShareLock);
-	qsort(parts, n, sizeof(RoutedPartition), compare_lower);
+	/* Read in the caller's context (the parsed bounds are garbage after). */
+	n = event_partitions_read(log, &read, &deflt);
+	parts = MemoryContextAlloc(route_cxt, Max(n, 1) * sizeof(EventPartitionBounds));
+	memcpy(parts, read, n * sizeof(EventPartitionBounds));
+	pfree(read);
+	qsort(parts, n, sizeof(EventPartitionBounds), compare_lower);
 
 	if (routed != NULL)
 		pfree(routed);

@@ -50,7 +50,6 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_depend.h"
 #include "catalog/pg_extension.h"
-#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "catalog/storage.h"
 #include "commands/dbcommands.h"
@@ -58,7 +57,6 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/bufmgr.h"
@@ -82,6 +80,7 @@
 #include "utils/timestamp.h"
 
 #include "notify_ext.h"
+#include "event_route.h"
 #include "principal.h"
 #include "retention.h"
 
@@ -404,28 +403,6 @@ index_has_key_below(Oid indexoid, TimestampTz bound)
  * The partitions of the event log
  * --------------------------------------------------------------------- */
 
-/*
- * The value of a range bound's first column, when it is a timestamptz value
- * (not MINVALUE or MAXVALUE); false otherwise.
- */
-static bool
-range_bound_value(List *datums, TimestampTz *value)
-{
-	PartitionRangeDatum *prd;
-	Const	   *c;
-
-	if (list_length(datums) != 1)
-		return false;
-	prd = linitial_node(PartitionRangeDatum, datums);
-	if (prd->kind != PARTITION_RANGE_DATUM_VALUE || prd->value == NULL || !IsA(prd->value, Const))
-		return false;
-	c = (Const *) prd->value;
-	if (c->constisnull || c->consttype != TIMESTAMPTZOID)
-		return false;
-	*value = DatumGetTimestampTz(c->constvalue);
-	return true;
-}
-
 typedef struct EventPartition
 {
 	Oid			rel;
@@ -446,14 +423,12 @@ collect_event_partitions(EventPartition **parts)
 {
 	Oid			nsp;
 	Oid			parent;
-	Relation	inh;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
+	EventPartitionBounds *bounds;
+	Oid			deflt;
+	int			nbounds;
 	int			n = 0;
-	int			size = 32;
+	int			i;
 
-	*parts = palloc(size * sizeof(EventPartition));
 	nsp = get_namespace_oid("notify_ext", false);
 	parent = get_relname_relid("event_log", nsp);
 	if (!OidIsValid(parent))
@@ -461,55 +436,28 @@ collect_event_partitions(EventPartition **parts)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"notify_ext.event_log\" does not exist")));
 
-	inh = table_open(InheritsRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_inherits_inhparent, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(parent));
-	scan = systable_beginscan(inh, InheritsParentIndexId, true, NULL, 1, &key);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	nbounds = event_partitions_read(parent, &bounds, &deflt);
+	*parts = palloc(Max(nbounds, 1) * sizeof(EventPartition));
+	for (i = 0; i < nbounds; i++)
 	{
-		Oid			child = ((Form_pg_inherits) GETSTRUCT(tup))->inhrelid;
 		HeapTuple	ctup;
 		Form_pg_class form;
-		Datum		bound;
-		bool		isnull;
-		PartitionBoundSpec *spec;
-		TimestampTz lower;
-		TimestampTz upper;
 
-		ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(child));
+		if (bounds[i].lower_unbounded || bounds[i].upper_unbounded)
+			continue;
+		ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(bounds[i].rel));
 		if (!HeapTupleIsValid(ctup))
 			continue;
 		form = (Form_pg_class) GETSTRUCT(ctup);
-		bound = SysCacheGetAttr(RELOID, ctup, Anum_pg_class_relpartbound, &isnull);
-		if (isnull)
-		{
-			ReleaseSysCache(ctup);
-			continue;
-		}
-		spec = (PartitionBoundSpec *) stringToNode(TextDatumGetCString(bound));
-		if (!IsA(spec, PartitionBoundSpec) || spec->is_default ||
-			spec->strategy != PARTITION_STRATEGY_RANGE ||
-			!range_bound_value(spec->lowerdatums, &lower) ||
-			!range_bound_value(spec->upperdatums, &upper))
-		{
-			ReleaseSysCache(ctup);
-			continue;
-		}
-		if (n == size)
-		{
-			size *= 2;
-			*parts = repalloc(*parts, size * sizeof(EventPartition));
-		}
-		(*parts)[n].rel = child;
+		(*parts)[n].rel = bounds[i].rel;
 		strlcpy((*parts)[n].name, NameStr(form->relname), NAMEDATALEN);
-		(*parts)[n].lower = lower;
-		(*parts)[n].upper = upper;
+		(*parts)[n].lower = bounds[i].lower;
+		(*parts)[n].upper = bounds[i].upper;
 		(*parts)[n].reltuples = form->reltuples;
 		n++;
 		ReleaseSysCache(ctup);
 	}
-	systable_endscan(scan);
-	table_close(inh, AccessShareLock);
+	pfree(bounds);
 	return n;
 }
 
