@@ -605,16 +605,7 @@ write_events(PendingEvent *events, int nevents, int64 base, bool provisional)
 		for (j = 0; j < nslots; j++)
 		{
 			if (!target->seq_brin_only)
-			{
-				List	   *r;
-
-#if PG_VERSION_NUM >= 160000
-				r = ExecInsertIndexTuples(target->rri, slots[j], estate, false, false, NULL, NIL, false);
-#else
-				r = ExecInsertIndexTuples(target->rri, slots[j], estate, false, false, NULL, NIL);
-#endif
-				list_free(r);
-			}
+				insert_index_entries(target->rri, slots[j], estate);
 			ExecClearTuple(slots[j]);
 		}
 		ResetPerTupleExprContext(estate);

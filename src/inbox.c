@@ -50,6 +50,7 @@
 #include "utils/rls.h"
 #include "utils/timestamp.h"
 
+#include "notify_ext.h"
 #include "principal.h"
 
 #define CHANNEL_PREFIX "notify_ext_inbox_"
@@ -944,12 +945,7 @@ bulk_store_direct(BulkItem *it, Datum *ids, int *order, int kept, TimestampTz no
 		for (int s = 0; s < n; s++)
 		{
 			ResetPerTupleExprContext(estate);
-			if (rri->ri_NumIndices > 0)
-#if PG_VERSION_NUM >= 160000
-				list_free(ExecInsertIndexTuples(rri, slots[s], estate, false, false, NULL, NIL, false));
-#else
-				list_free(ExecInsertIndexTuples(rri, slots[s], estate, false, false, NULL, NIL));
-#endif
+			insert_index_entries(rri, slots[s], estate);
 			ExecClearTuple(slots[s]);
 		}
 		MemoryContextSwitchTo(old);

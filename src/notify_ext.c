@@ -5,6 +5,7 @@
 
 #include <limits.h>
 
+#include "executor/executor.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -35,6 +36,21 @@ void
 restore_user(const SavedUser *saved)
 {
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+void
+insert_index_entries(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate)
+{
+	List	   *recheck;
+
+	if (rri->ri_NumIndices == 0)
+		return;
+#if PG_VERSION_NUM >= 160000
+	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL, false);
+#else
+	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+#endif
+	list_free(recheck);
 }
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;

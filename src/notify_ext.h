@@ -32,6 +32,13 @@ typedef struct SavedUser
 extern void switch_to_user(Oid role, SavedUser *saved);
 extern void restore_user(const SavedUser *saved);
 
+/* Index entries of a row just written directly into a table (no unique check). */
+struct ResultRelInfo;
+struct TupleTableSlot;
+struct EState;
+extern void insert_index_entries(struct ResultRelInfo *rri, struct TupleTableSlot *slot,
+								 struct EState *estate);
+
 /* principal.c */
 extern const char *notify_current_principal(void);
 
