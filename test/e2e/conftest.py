@@ -88,6 +88,18 @@ def admin_dsn():
     return dsn_for("postgres")
 
 
+def create_database(admin, name):
+    """Creates database name afresh (dropping one of that name) with
+    notify_ext in it, through admin, an autocommit connection to the
+    maintenance database.  Returns its DSN."""
+    ident = sql.Identifier(name)
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    with psycopg.connect(dsn_for(name), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION notify_ext")
+    return dsn_for(name)
+
+
 @pytest.fixture(scope="module")
 def db_dsn(request, admin_dsn):
     """A fresh database with notify_ext created in it, one per test module;
@@ -96,11 +108,8 @@ def db_dsn(request, admin_dsn):
     name = f"{DB_PREFIX}_{re.sub(r'[^a-z0-9_]', '_', module.lower())}"[:63]
     ident = sql.Identifier(name)
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-    with psycopg.connect(dsn_for(name), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION notify_ext")
-    yield dsn_for(name)
+        dsn = create_database(conn, name)
+    yield dsn
     # The server may have been restarted (or left down) by a test.
     try:
         psycopg.connect(admin_dsn, connect_timeout=5).close()

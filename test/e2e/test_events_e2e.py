@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import DB_PREFIX, dsn_for
+from conftest import DB_PREFIX, create_database
 
 
 def events_of(conn, stream):
@@ -183,11 +183,9 @@ def test_summarizer_recovers_from_a_worker_that_could_not_start(admin_dsn):
     worker_query = ("SELECT count(*) FROM pg_stat_activity "
                     "WHERE backend_type = 'notify_ext event log summarizer' AND datname = %s")
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+        dsn = create_database(admin, name)
         try:
-            with psycopg.connect(dsn_for(name), autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION notify_ext")
+            with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, note text)")
                 conn.execute("SELECT notify_ext.track('t', 'item')")
                 admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
@@ -214,10 +212,7 @@ def test_summarizer_does_not_hold_up_drop_database(admin_dsn):
     name = f"{DB_PREFIX}_summarizer_drop"
     ident = sql.Identifier(name)
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-        with psycopg.connect(dsn_for(name), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION notify_ext")
+        with psycopg.connect(create_database(admin, name), autocommit=True) as conn:
             conn.execute("CREATE TABLE t (id bigint PRIMARY KEY)")
             conn.execute("SELECT notify_ext.track('t', 'item')")
             conn.execute("INSERT INTO t SELECT generate_series(1, 20000)")
