@@ -5,10 +5,19 @@ PG_CONFIG  ?= pg_config
 MODULE_big  = notify_ext
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
-# The install script is assembled from one file per subsystem, in name order.
-SQL_PARTS   = $(sort $(wildcard sql/$(EXTVERSION)/*.sql))
-DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA        = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+# The SQL of the current version comes in two kinds of parts (see sql/README.md):
+#   sql/schema/*.sql  objects that hold data: run once, by CREATE EXTENSION
+#   sql/code/*.sql    functions, views, triggers and policies: re-runnable,
+#                     run by CREATE EXTENSION and by every update
+# The install script is schema then code; the update script from an older
+# version is sql/updates/<old>--<current>.sql then code.  Scripts of
+# released versions are kept as they were released, as sql/notify_ext--*.sql.
+SCHEMA_PARTS = $(sort $(wildcard sql/schema/*.sql))
+CODE_PARTS   = $(sort $(wildcard sql/code/*.sql))
+UPDATES      = $(wildcard sql/updates/*--$(EXTVERSION).sql)
+DATA_built   = sql/$(EXTENSION)--$(EXTVERSION).sql \
+               $(patsubst sql/updates/%.sql,sql/$(EXTENSION)--%.sql,$(UPDATES))
+DATA         = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 SHLIB_LINK  = -lsodium -lcurl
@@ -23,5 +32,11 @@ EXTRA_CLEAN = test/results test/output_iso test/regression.diffs test/regression
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(DATA_built): $(SQL_PARTS) $(EXTENSION).control
-	cat $(SQL_PARTS) > $@
+SCRIPT_HEADER = printf '%s\n' '-- $(EXTENSION) $(1), assembled from sql/ by the Makefile; edit the parts, not this file.' \
+	'\echo Use "$(2)" to load this file. \quit' ''
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_PARTS) $(CODE_PARTS) $(EXTENSION).control
+	{ $(call SCRIPT_HEADER,$(EXTVERSION),CREATE EXTENSION $(EXTENSION)); cat $(SCHEMA_PARTS) $(CODE_PARTS); } > $@
+
+sql/$(EXTENSION)--%--$(EXTVERSION).sql: sql/updates/%--$(EXTVERSION).sql $(CODE_PARTS) $(EXTENSION).control
+	{ $(call SCRIPT_HEADER,$*--$(EXTVERSION),ALTER EXTENSION $(EXTENSION) UPDATE); cat $< $(CODE_PARTS); } > $@

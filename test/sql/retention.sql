@@ -56,7 +56,11 @@ SELECT regress_try($$SELECT notify_ext.create_event_partitions()$$);
 SELECT regress_try($$SELECT notify_ext._count_missed_before_drop('notify_ext.event_log_default')$$);
 RESET ROLE;
 
--- Partitions: one per UTC day, yesterday to partitions_ahead days ahead.
+-- Partitions: CREATE EXTENSION makes none, so that restoring a dump never
+-- collides with them; create_event_partitions() makes one per UTC day,
+-- yesterday to partitions_ahead days ahead.
+SELECT count(*) AS partitions FROM notify_ext._event_partitions();
+SELECT notify_ext.create_event_partitions() AS created;
 SELECT count(*) AS partitions,
        bool_and(name = 'event_log_p' || to_char(lower_bound AT TIME ZONE 'UTC', 'YYYYMMDD')) AS named_by_day,
        bool_and(upper_bound - lower_bound = interval '1 day') AS one_day_each,

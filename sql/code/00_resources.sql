@@ -1,36 +1,15 @@
--- notify_ext install script, assembled from sql/<version>/*.sql in name order.
-\echo Use "CREATE EXTENSION notify_ext" to load this file. \quit
-
-REVOKE ALL ON SCHEMA notify_ext FROM PUBLIC;
-GRANT USAGE ON SCHEMA notify_ext TO PUBLIC;
-
 --------------------------------------------------------------------------
--- Resources
---
--- A resource is either registered explicitly (this table) or is a row of a
--- tracked table, found through the table itself.  Paths are never stored,
--- they are walked from parent ids, so moving a resource moves its subtree.
+-- Resources: the capture trigger, tracked tables and resource paths
 --------------------------------------------------------------------------
-
-CREATE TABLE notify_ext.resources (
-    id          text PRIMARY KEY CHECK (id <> ''),
-    variant     text NOT NULL CHECK (variant <> ''),
-    parent_id   text CHECK (parent_id <> id),
-    created_by  text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX resources_parent_idx ON notify_ext.resources (parent_id);
-REVOKE ALL ON notify_ext.resources FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.resources', '');
 
 -- The C trigger every tracked table carries.  Its arguments hold the
 -- tracking configuration: variant, id column, parent column, stream.
-CREATE FUNCTION notify_ext.capture() RETURNS trigger
+CREATE OR REPLACE FUNCTION notify_ext.capture() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'notify_ext_capture';
 
 -- Tracked tables, read from the triggers themselves so that nothing can
 -- drift: dropping a table drops its trigger and its entry here.
-CREATE VIEW notify_ext.tracked_tables AS
+CREATE OR REPLACE VIEW notify_ext.tracked_tables AS
 SELECT t.tgrelid::regclass                                    AS relation,
        a[1]                                                   AS variant,
        a[2]::name                                             AS id_column,
@@ -51,14 +30,14 @@ SELECT t.tgrelid::regclass                                    AS relation,
    AND t.tgparentid = 0;
 
 -- Internal: drop the sessions' cached resource paths when this transaction commits.
-CREATE FUNCTION notify_ext._resources_changed() RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext._resources_changed() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_resources_changed';
 REVOKE ALL ON FUNCTION notify_ext._resources_changed() FROM PUBLIC;
 
 -- Internal: find one resource.  Registered resources win over tracked rows;
 -- among tracked tables the oldest-tracked table wins.  Returns no row when
 -- the id is unknown.
-CREATE FUNCTION notify_ext._find_resource(p_id text,
+CREATE OR REPLACE FUNCTION notify_ext._find_resource(p_id text,
         OUT variant text, OUT parent_id text, OUT relation regclass)
     RETURNS record
     LANGUAGE plpgsql STABLE STRICT
@@ -103,7 +82,7 @@ $$;
 -- Internal: the path of a resource, root first, or NULL when unknown.  A
 -- parent that no longer exists ends the walk (it stays in the path: events
 -- and grants may still name it).
-CREATE FUNCTION notify_ext._resource_path(p_id text) RETURNS text[]
+CREATE OR REPLACE FUNCTION notify_ext._resource_path(p_id text) RETURNS text[]
     LANGUAGE plpgsql STABLE STRICT
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -134,7 +113,7 @@ END
 $$;
 
 -- Internal: variant and path of a resource; no row when unknown.
-CREATE FUNCTION notify_ext._resource_info(p_id text, OUT variant text, OUT path text[])
+CREATE OR REPLACE FUNCTION notify_ext._resource_info(p_id text, OUT variant text, OUT path text[])
     RETURNS SETOF record
     LANGUAGE sql STABLE STRICT
     SECURITY DEFINER
@@ -150,7 +129,7 @@ REVOKE ALL ON FUNCTION notify_ext._resource_path(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION notify_ext._resource_info(text) FROM PUBLIC;
 
 -- Internal: the path of a resource, or 42704.
-CREATE FUNCTION notify_ext._require_resource(resource_id text) RETURNS text[]
+CREATE OR REPLACE FUNCTION notify_ext._require_resource(resource_id text) RETURNS text[]
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -173,7 +152,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._require_resource(text) FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.resource_path(id text) RETURNS text[]
+CREATE OR REPLACE FUNCTION notify_ext.resource_path(id text) RETURNS text[]
     LANGUAGE sql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -181,7 +160,7 @@ AS $$
     SELECT notify_ext._require_resource(id)
 $$;
 
-CREATE FUNCTION notify_ext.register_resource(id text, variant text, parent_id text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION notify_ext.register_resource(id text, variant text, parent_id text DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER

@@ -2,7 +2,7 @@
 -- Tracking tables
 --------------------------------------------------------------------------
 
-CREATE FUNCTION notify_ext.track(relation regclass, variant text, id_column name DEFAULT 'id',
+CREATE OR REPLACE FUNCTION notify_ext.track(relation regclass, variant text, id_column name DEFAULT 'id',
                                  parent_column name DEFAULT NULL, stream text DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql
@@ -83,7 +83,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.untrack(relation regclass) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext.untrack(relation regclass) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$

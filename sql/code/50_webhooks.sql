@@ -1,125 +1,37 @@
 --------------------------------------------------------------------------
--- Webhook subscriptions (see docs/webhooks.md)
---
--- Auth configs and webhooks are configuration (kept by pg_dump, secrets as
--- ciphertext only).  Secrets are sealed with libsodium's crypto_secretbox
--- under a key derived from the server key file $PGDATA/notify_ext.key: no
--- table holds the key, so neither a SELECT nor a dump reveals a secret.
---
--- Delivery state: webhooks.cursor_seq is how far the webhook's worker has
--- looked at the event log (every event in scope at or below it has been
--- queued); webhook_queue holds the deliveries not yet done; delivery_log
--- records every attempt (notify_ext.deliveries shows it).  A webhook's
--- worker (one per database, started by the launcher) does the rest.
+-- Webhook subscriptions
 --------------------------------------------------------------------------
-
-CREATE TABLE notify_ext.subscription_auth (
-    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    auth_type   text NOT NULL
-                CHECK (auth_type IN ('NO_AUTH', 'BASIC_AUTH', 'OAUTH_2_CLIENT_CREDENTIALS')),
-    key         text,
-    -- nonce || crypto_secretbox(secret), see _webhook_seal()
-    secret_sealed bytea,
-    scope       text,
-    token_url   text,
-    created_by  text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
-REVOKE ALL ON notify_ext.subscription_auth FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.subscription_auth', '');
-
-CREATE TABLE notify_ext.webhooks (
-    id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    url                  text NOT NULL,
-    operations           text[],
-    streams              text[],
-    resource_id          text,
-    include_subresources boolean NOT NULL DEFAULT true,
-    auth_config          uuid REFERENCES notify_ext.subscription_auth ON DELETE RESTRICT,
-    -- nonce || crypto_secretbox(32 random bytes): the whsec_ signing key
-    secret_sealed        bytea NOT NULL,
-    created_by           text NOT NULL,
-    created_at           timestamptz NOT NULL DEFAULT now(),
-    status               text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
-    disabled_at          timestamptz,
-    disabled_reason      text,
-    -- every event in scope with seq <= cursor_seq has been queued
-    cursor_seq           bigint NOT NULL,
-    -- consecutive failed attempts, and since when attempts keep failing
-    failures             bigint NOT NULL DEFAULT 0,
-    failing_since        timestamptz,
-    last_success_at      timestamptz,
-    last_failure_at      timestamptz,
-    last_error           text
-);
-CREATE INDEX webhooks_auth_config_idx ON notify_ext.webhooks (auth_config);
-REVOKE ALL ON notify_ext.webhooks FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.webhooks', '');
-
--- Deliveries not done yet: one row per (webhook, event).  attempt counts the
--- attempts made so far; in_flight marks rows the worker is sending now (the
--- worker clears every mark when it starts, so a crash loses nothing).
-CREATE TABLE notify_ext.webhook_queue (
-    webhook         uuid NOT NULL REFERENCES notify_ext.webhooks ON DELETE CASCADE,
-    seq             bigint NOT NULL,
-    attempt         integer NOT NULL DEFAULT 0,
-    next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    in_flight       boolean NOT NULL DEFAULT false,
-    queued_at       timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (webhook, seq)
-);
-CREATE INDEX webhook_queue_due_idx ON notify_ext.webhook_queue (webhook, next_attempt_at, seq)
-    WHERE NOT in_flight;
-REVOKE ALL ON notify_ext.webhook_queue FROM PUBLIC;
-
--- Every attempt.  Pruned by retention (notify_ext.delivery_retention) on
--- created_at, the time the attempt started.
-CREATE TABLE notify_ext.delivery_log (
-    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    webhook         uuid NOT NULL,
-    seq             bigint NOT NULL,
-    attempt         integer NOT NULL,
-    message_id      text NOT NULL,
-    status_code     integer,
-    error           text,
-    duration        interval,
-    next_attempt_at timestamptz,
-    created_at      timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX delivery_log_created_at_idx ON notify_ext.delivery_log (created_at);
-CREATE INDEX delivery_log_webhook_idx ON notify_ext.delivery_log (webhook, seq);
-REVOKE ALL ON notify_ext.delivery_log FROM PUBLIC;
 
 --------------------------------------------------------------------------
 -- Internal functions (C)
 --------------------------------------------------------------------------
 
 -- nonce || crypto_secretbox(plain) under the server's "auth-secrets" key.
-CREATE FUNCTION notify_ext._webhook_seal(plain bytea) RETURNS bytea
+CREATE OR REPLACE FUNCTION notify_ext._webhook_seal(plain bytea) RETURNS bytea
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'notify_ext_webhook_seal';
 REVOKE ALL ON FUNCTION notify_ext._webhook_seal(bytea) FROM PUBLIC;
 
 -- A new webhook signing key (32 random bytes), sealed.
-CREATE FUNCTION notify_ext._webhook_new_signing_key() RETURNS bytea
+CREATE OR REPLACE FUNCTION notify_ext._webhook_new_signing_key() RETURNS bytea
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_webhook_new_signing_key';
 REVOKE ALL ON FUNCTION notify_ext._webhook_new_signing_key() FROM PUBLIC;
 
-CREATE FUNCTION notify_ext._webhook_unseal(sealed bytea) RETURNS bytea
+CREATE OR REPLACE FUNCTION notify_ext._webhook_unseal(sealed bytea) RETURNS bytea
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'notify_ext_webhook_unseal';
 REVOKE ALL ON FUNCTION notify_ext._webhook_unseal(bytea) FROM PUBLIC;
 
 -- At commit, tell this database's webhook worker (or the launcher) that the
 -- webhooks changed.
-CREATE FUNCTION notify_ext._webhooks_changed() RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext._webhooks_changed() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_webhooks_changed';
 REVOKE ALL ON FUNCTION notify_ext._webhooks_changed() FROM PUBLIC;
 
 -- Whether the background worker can run (notify_ext preloaded).
-CREATE FUNCTION notify_ext._webhook_worker_available() RETURNS boolean
+CREATE OR REPLACE FUNCTION notify_ext._webhook_worker_available() RETURNS boolean
     LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'notify_ext_webhook_worker_available';
 
 -- The webhook-id of every attempt to deliver event seq to a webhook.
-CREATE FUNCTION notify_ext._webhook_message_id(webhook uuid, seq bigint) RETURNS text
+CREATE OR REPLACE FUNCTION notify_ext._webhook_message_id(webhook uuid, seq bigint) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
     SELECT 'msg_' || pg_catalog.replace(webhook::text, '-', '') || '_' || seq::text
@@ -129,7 +41,7 @@ $$;
 -- Auth configs
 --------------------------------------------------------------------------
 
-CREATE FUNCTION notify_ext.create_subscription_auth(auth_type text, key text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION notify_ext.create_subscription_auth(auth_type text, key text DEFAULT NULL,
         secret text DEFAULT NULL, scope text DEFAULT NULL, token_url text DEFAULT NULL)
     RETURNS uuid
     LANGUAGE plpgsql VOLATILE
@@ -212,7 +124,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.list_subscription_auth()
+CREATE OR REPLACE FUNCTION notify_ext.list_subscription_auth()
     RETURNS TABLE (id uuid, auth_type text, key text, scope text, token_url text, created_at timestamptz)
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
@@ -227,7 +139,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.delete_subscription_auth(id uuid) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext.delete_subscription_auth(id uuid) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -262,7 +174,7 @@ $$;
 --------------------------------------------------------------------------
 
 -- Internal: 22023 unless a is null or a non-empty array of non-empty texts.
-CREATE FUNCTION notify_ext._webhook_check_list(a text[], what text) RETURNS text[]
+CREATE OR REPLACE FUNCTION notify_ext._webhook_check_list(a text[], what text) RETURNS text[]
     LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -284,7 +196,7 @@ END
 $$;
 
 -- Internal: 22023 unless url is an absolute http(s) URL.
-CREATE FUNCTION notify_ext._webhook_check_url(url text) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext._webhook_check_url(url text) RETURNS void
     LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -301,7 +213,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.create_webhook(url text, operations text[] DEFAULT NULL,
+CREATE OR REPLACE FUNCTION notify_ext.create_webhook(url text, operations text[] DEFAULT NULL,
         streams text[] DEFAULT NULL, resource_id text DEFAULT NULL,
         include_subresources boolean DEFAULT true, auth_config uuid DEFAULT NULL)
     RETURNS uuid
@@ -353,7 +265,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.webhook_secret(id uuid) RETURNS text
+CREATE OR REPLACE FUNCTION notify_ext.webhook_secret(id uuid) RETURNS text
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -371,7 +283,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.delete_webhook(id uuid) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext.delete_webhook(id uuid) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -389,7 +301,7 @@ $$;
 
 -- Not in the contract: switches a disabled webhook back on.  It delivers the
 -- events that commit from now on; redeliver() sends older ones again.
-CREATE FUNCTION notify_ext.enable_webhook(id uuid) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext.enable_webhook(id uuid) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -411,7 +323,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.list_webhooks() RETURNS SETOF jsonb
+CREATE OR REPLACE FUNCTION notify_ext.list_webhooks() RETURNS SETOF jsonb
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -439,7 +351,7 @@ $$;
 -- or after since (and that the webhook has already passed); returns how
 -- many.  Deliveries already queued stay as they are.  Same webhook-id as
 -- before, so receivers can tell a repeat.
-CREATE FUNCTION notify_ext.redeliver(webhook uuid, since timestamptz) RETURNS integer
+CREATE OR REPLACE FUNCTION notify_ext.redeliver(webhook uuid, since timestamptz) RETURNS integer
     LANGUAGE plpgsql VOLATILE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -476,7 +388,7 @@ BEGIN
 END
 $$;
 
-CREATE VIEW notify_ext.deliveries AS
+CREATE OR REPLACE VIEW notify_ext.deliveries AS
 SELECT l.webhook, l.seq, l.attempt, l.message_id, l.status_code, l.error, l.duration,
        l.next_attempt_at, l.created_at AS attempted_at
   FROM notify_ext.delivery_log l
@@ -488,7 +400,7 @@ GRANT SELECT ON notify_ext.deliveries TO PUBLIC;
 -- The worker's side (called by the background worker only)
 --------------------------------------------------------------------------
 
-CREATE FUNCTION notify_ext._webhook_in_scope(w notify_ext.webhooks, stream text, operation text,
+CREATE OR REPLACE FUNCTION notify_ext._webhook_in_scope(w notify_ext.webhooks, stream text, operation text,
         resource_id text, resource_path text[])
     RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -501,7 +413,7 @@ AS $$
 $$;
 
 -- The configuration of the active webhooks, secrets unsealed.
-CREATE FUNCTION notify_ext._webhook_config()
+CREATE OR REPLACE FUNCTION notify_ext._webhook_config()
     RETURNS TABLE (id uuid, url text, signing_key bytea, auth_config uuid, auth_type text,
                    key text, secret text, scope text, token_url text)
     LANGUAGE sql STABLE
@@ -518,7 +430,7 @@ REVOKE ALL ON FUNCTION notify_ext._webhook_config() FROM PUBLIC;
 -- Queues the events up to horizon (at most chunk per webhook) for every
 -- active webhook; returns how many deliveries it queued.  horizon comes
 -- from ordering_committed_seq(), read before this statement's snapshot.
-CREATE FUNCTION notify_ext._webhook_enqueue(horizon bigint, chunk bigint,
+CREATE OR REPLACE FUNCTION notify_ext._webhook_enqueue(horizon bigint, chunk bigint,
         OUT queued bigint, OUT behind boolean)
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -552,7 +464,7 @@ REVOKE ALL ON FUNCTION notify_ext._webhook_enqueue(bigint, bigint) FROM PUBLIC;
 
 -- Claims up to limits[i] due deliveries of webhooks[i]; returns them with
 -- the event JSON (NULL when retention removed the event).
-CREATE FUNCTION notify_ext._webhook_claim(webhooks uuid[], limits integer[])
+CREATE OR REPLACE FUNCTION notify_ext._webhook_claim(webhooks uuid[], limits integer[])
     RETURNS TABLE (webhook uuid, seq bigint, attempt integer, message text)
     LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -580,7 +492,7 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext._webhook_claim(uuid[], integer[]) FROM PUBLIC;
 
 -- When the next queued delivery not in flight falls due (after now).
-CREATE FUNCTION notify_ext._webhook_next_due() RETURNS timestamptz
+CREATE OR REPLACE FUNCTION notify_ext._webhook_next_due() RETURNS timestamptz
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -590,7 +502,7 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext._webhook_next_due() FROM PUBLIC;
 
 -- Disables a webhook, drops its queue and tells its creator.
-CREATE FUNCTION notify_ext._webhook_disable(p_webhook uuid, p_reason text) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext._webhook_disable(p_webhook uuid, p_reason text) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -617,7 +529,7 @@ REVOKE ALL ON FUNCTION notify_ext._webhook_disable(uuid, text) FROM PUBLIC;
 -- Records a batch of finished attempts.  outcome: s success, r retry at
 -- next_at, f failed for good (schedule exhausted), g gone (410: disable the
 -- webhook), m missing (the event is no longer retained).
-CREATE FUNCTION notify_ext._webhook_record(p_webhook uuid[], p_seq bigint[], p_attempt integer[],
+CREATE OR REPLACE FUNCTION notify_ext._webhook_record(p_webhook uuid[], p_seq bigint[], p_attempt integer[],
         p_status integer[], p_error text[], p_duration_ms float8[], p_next timestamptz[],
         p_outcome text[], p_at timestamptz[], p_disable_after interval)
     RETURNS void
@@ -682,7 +594,7 @@ REVOKE ALL ON FUNCTION notify_ext._webhook_record(uuid[], bigint[], integer[], i
         float8[], timestamptz[], text[], timestamptz[], interval) FROM PUBLIC;
 
 -- The worker starts by clearing the in-flight marks of a previous run.
-CREATE FUNCTION notify_ext._webhook_worker_start() RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext._webhook_worker_start() RETURNS void
     LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$

@@ -6,25 +6,25 @@
 -- of the role named by notify_ext.app_role has set it.
 --------------------------------------------------------------------------
 
-CREATE FUNCTION notify_ext.current_principal() RETURNS text
+CREATE OR REPLACE FUNCTION notify_ext.current_principal() RETURNS text
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_current_principal';
 
 -- True when the caller (not the owner of a SECURITY DEFINER function being
 -- run) may make service calls: a superuser or a member of notify_ext.app_role.
-CREATE FUNCTION notify_ext._is_service_caller() RETURNS boolean
+CREATE OR REPLACE FUNCTION notify_ext._is_service_caller() RETURNS boolean
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_is_service_caller';
 
 -- Raises 42501 naming the call unless the caller may make service calls.
-CREATE FUNCTION notify_ext._require_service_caller(what text) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext._require_service_caller(what text) RETURNS void
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_require_service_caller';
 
 -- Internal: the inbox channel of a principal (see notify_ext.subscription_channel()).
-CREATE FUNCTION notify_ext._inbox_channel(principal text) RETURNS text
+CREATE OR REPLACE FUNCTION notify_ext._inbox_channel(principal text) RETURNS text
     LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'notify_ext_inbox_channel';
 REVOKE ALL ON FUNCTION notify_ext._inbox_channel(text) FROM PUBLIC;
 
 -- Internal: queues the NOTIFY of one new notification (see 30_inbox.sql).
-CREATE FUNCTION notify_ext._inbox_notify(recipient text, id bigint, type text, message text,
+CREATE OR REPLACE FUNCTION notify_ext._inbox_notify(recipient text, id bigint, type text, message text,
                                          meta jsonb, refs jsonb, ts timestamptz, read boolean)
     RETURNS void
     LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'notify_ext_inbox_notify';

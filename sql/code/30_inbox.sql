@@ -1,72 +1,17 @@
 --------------------------------------------------------------------------
--- Personal notifications: the inbox (see docs/inbox.md)
---
--- One row per notification.  Acknowledging or deleting removes the row.
--- Counts per (recipient, type) are kept as insert-only deltas in
--- inbox_counts by statement-level triggers, so that itemsInTotal and
--- unread_count() cost the same for a user with a million notifications as
--- for one with ten, without a hot counter row that concurrent writers would
--- queue (or deadlock) on.  Deltas are folded together once a recipient has
--- a few of them.  create_notifications_bulk() adds the deltas (and sends
--- the NOTIFYs) of its own rows itself, when the insert trigger fires.
+-- Personal notifications: the inbox
 --------------------------------------------------------------------------
 
-CREATE SEQUENCE notify_ext.notifications_id_seq AS bigint;
-REVOKE ALL ON notify_ext.notifications_id_seq FROM PUBLIC;
-
-CREATE TABLE notify_ext.notifications (
-    id         bigint      PRIMARY KEY DEFAULT pg_catalog.nextval('notify_ext.notifications_id_seq'),
-    recipient  text        NOT NULL CHECK (recipient <> ''),
-    type       text        NOT NULL CHECK (type <> ''),
-    message    text        NOT NULL,
-    meta       jsonb,
-    refs       jsonb,
-    ts         timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    read       boolean     NOT NULL DEFAULT false
-);
-ALTER SEQUENCE notify_ext.notifications_id_seq OWNED BY notify_ext.notifications.id;
--- One user's page, newest first, whatever the table holds for others.
-CREATE INDEX notifications_recipient_ts_idx
-    ON notify_ext.notifications (recipient, ts DESC, id DESC);
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.notifications', '');
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.notifications_id_seq', '');
-
-CREATE TABLE notify_ext.inbox_counts (
-    recipient  text   NOT NULL,
-    type       text   NOT NULL,
-    total      bigint NOT NULL,
-    unread     bigint NOT NULL
-);
-CREATE INDEX inbox_counts_recipient_idx ON notify_ext.inbox_counts (recipient, type);
-REVOKE ALL ON notify_ext.inbox_counts FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.inbox_counts', '');
-
--- Types a recipient has switched off (a row means "off").
-CREATE TABLE notify_ext.notification_preferences (
-    principal  text NOT NULL CHECK (principal <> ''),
-    type       text NOT NULL CHECK (type <> ''),
-    PRIMARY KEY (principal, type)
-);
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.notification_preferences', '');
-
--- Direct SQL: a role sees, marks read and deletes only the rows of its own
--- principal; it can neither insert nor change anything else.
-REVOKE ALL ON notify_ext.notifications FROM PUBLIC;
-GRANT SELECT, DELETE ON notify_ext.notifications TO PUBLIC;
-GRANT UPDATE (read) ON notify_ext.notifications TO PUBLIC;
-ALTER TABLE notify_ext.notifications ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS notifications_own ON notify_ext.notifications;
 CREATE POLICY notifications_own ON notify_ext.notifications
     USING (recipient = notify_ext.current_principal())
     WITH CHECK (recipient = notify_ext.current_principal());
-
-REVOKE ALL ON notify_ext.notification_preferences FROM PUBLIC;
-GRANT SELECT ON notify_ext.notification_preferences TO PUBLIC;
-ALTER TABLE notify_ext.notification_preferences ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS notification_preferences_own ON notify_ext.notification_preferences;
 CREATE POLICY notification_preferences_own ON notify_ext.notification_preferences
     FOR SELECT USING (principal = notify_ext.current_principal());
 
 -- The JSON of one notification, as list_notifications() shows it.
-CREATE FUNCTION notify_ext._inbox_item(id bigint, type text, message text, meta jsonb,
+CREATE OR REPLACE FUNCTION notify_ext._inbox_item(id bigint, type text, message text, meta jsonb,
                                        ts timestamptz, read boolean)
     RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
@@ -85,7 +30,7 @@ $$;
 -- type.  Never waits: a recipient another open transaction is folding is
 -- skipped, and so is everything outside READ COMMITTED (where deleting a row
 -- another transaction deleted would be a serialization failure).
-CREATE FUNCTION notify_ext._inbox_compact(recipients text[]) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext._inbox_compact(recipients text[]) RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -121,13 +66,13 @@ REVOKE ALL ON FUNCTION notify_ext._inbox_compact(text[]) FROM PUBLIC;
 -- notification's JSON, or {"id": …, "truncated": true} from 8000 bytes on),
 -- then folding.  In C (src/inbox.c): it reads the transition table once and
 -- computes each recipient's channel once per statement.
-CREATE FUNCTION notify_ext._inbox_after_insert() RETURNS trigger
+CREATE OR REPLACE FUNCTION notify_ext._inbox_after_insert() RETURNS trigger
     LANGUAGE c
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'notify_ext_inbox_after_insert';
 
-CREATE FUNCTION notify_ext._inbox_after_update() RETURNS trigger
+CREATE OR REPLACE FUNCTION notify_ext._inbox_after_update() RETURNS trigger
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -147,7 +92,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext._inbox_after_delete() RETURNS trigger
+CREATE OR REPLACE FUNCTION notify_ext._inbox_after_delete() RETURNS trigger
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -161,7 +106,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext._inbox_after_truncate() RETURNS trigger
+CREATE OR REPLACE FUNCTION notify_ext._inbox_after_truncate() RETURNS trigger
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -177,16 +122,16 @@ REVOKE ALL ON FUNCTION notify_ext._inbox_after_update() FROM PUBLIC;
 REVOKE ALL ON FUNCTION notify_ext._inbox_after_delete() FROM PUBLIC;
 REVOKE ALL ON FUNCTION notify_ext._inbox_after_truncate() FROM PUBLIC;
 
-CREATE TRIGGER notifications_after_insert AFTER INSERT ON notify_ext.notifications
+CREATE OR REPLACE TRIGGER notifications_after_insert AFTER INSERT ON notify_ext.notifications
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._inbox_after_insert();
-CREATE TRIGGER notifications_after_update AFTER UPDATE ON notify_ext.notifications
+CREATE OR REPLACE TRIGGER notifications_after_update AFTER UPDATE ON notify_ext.notifications
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._inbox_after_update();
-CREATE TRIGGER notifications_after_delete AFTER DELETE ON notify_ext.notifications
+CREATE OR REPLACE TRIGGER notifications_after_delete AFTER DELETE ON notify_ext.notifications
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._inbox_after_delete();
-CREATE TRIGGER notifications_after_truncate AFTER TRUNCATE ON notify_ext.notifications
+CREATE OR REPLACE TRIGGER notifications_after_truncate AFTER TRUNCATE ON notify_ext.notifications
     FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._inbox_after_truncate();
 
 --------------------------------------------------------------------------
@@ -195,7 +140,7 @@ CREATE TRIGGER notifications_after_truncate AFTER TRUNCATE ON notify_ext.notific
 
 -- Internal: creates one notification without asking who calls (the
 -- permission functions use it); NULL when the recipient switched the type off.
-CREATE FUNCTION notify_ext._notify(recipient text, type text, message text, meta jsonb,
+CREATE OR REPLACE FUNCTION notify_ext._notify(recipient text, type text, message text, meta jsonb,
                                    ts timestamptz, refs jsonb)
     RETURNS bigint
     LANGUAGE plpgsql
@@ -238,7 +183,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._notify(text, text, text, jsonb, timestamptz, jsonb) FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.create_notification(recipient text, type text, message text,
+CREATE OR REPLACE FUNCTION notify_ext.create_notification(recipient text, type text, message text,
                                                meta jsonb DEFAULT NULL,
                                                ts timestamptz DEFAULT now(),
                                                refs jsonb DEFAULT NULL)
@@ -262,13 +207,13 @@ $$;
 -- table, like COPY does (or by one INSERT ... SELECT FROM unnest(...) when
 -- another trigger or forced RLS would act on it); the function then counts
 -- and NOTIFYs them itself when the insert trigger would have fired.
-CREATE FUNCTION notify_ext.create_notifications_bulk(items jsonb) RETURNS bigint[]
+CREATE OR REPLACE FUNCTION notify_ext.create_notifications_bulk(items jsonb) RETURNS bigint[]
     LANGUAGE c VOLATILE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'notify_ext_create_notifications_bulk';
 
-CREATE FUNCTION notify_ext.delete_notifications(ids bigint[]) RETURNS bigint[]
+CREATE OR REPLACE FUNCTION notify_ext.delete_notifications(ids bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -294,7 +239,7 @@ $$;
 -- User calls: the caller's own inbox only
 --------------------------------------------------------------------------
 
-CREATE FUNCTION notify_ext.list_notifications(type text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION notify_ext.list_notifications(type text DEFAULT NULL,
                                               since timestamptz DEFAULT NULL,
                                               items_per_page integer DEFAULT 50,
                                               page integer DEFAULT 0)
@@ -343,7 +288,7 @@ END
 $$;
 
 -- Internal: the ids of the list that are not notifications of principal p.
-CREATE FUNCTION notify_ext._inbox_not_mine(p text, ids bigint[]) RETURNS bigint[]
+CREATE OR REPLACE FUNCTION notify_ext._inbox_not_mine(p text, ids bigint[]) RETURNS bigint[]
     LANGUAGE sql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -355,7 +300,7 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION notify_ext._inbox_not_mine(text, bigint[]) FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.mark_as_read(ids bigint[]) RETURNS bigint[]
+CREATE OR REPLACE FUNCTION notify_ext.mark_as_read(ids bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -375,7 +320,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.mark_all_as_read() RETURNS integer
+CREATE OR REPLACE FUNCTION notify_ext.mark_all_as_read() RETURNS integer
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -390,7 +335,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.get_personal_notifications()
+CREATE OR REPLACE FUNCTION notify_ext.get_personal_notifications()
     RETURNS TABLE (id bigint, type text, message text, meta jsonb, refs jsonb,
                    ts timestamptz, read boolean)
     LANGUAGE sql STABLE
@@ -403,7 +348,7 @@ AS $$
      ORDER BY n.ts DESC, n.id DESC
 $$;
 
-CREATE FUNCTION notify_ext.acknowledge_personal_notifications(ids bigint[]) RETURNS bigint[]
+CREATE OR REPLACE FUNCTION notify_ext.acknowledge_personal_notifications(ids bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -422,7 +367,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.unread_count() RETURNS bigint
+CREATE OR REPLACE FUNCTION notify_ext.unread_count() RETURNS bigint
     LANGUAGE sql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -432,7 +377,7 @@ AS $$
      WHERE c.recipient = notify_ext.current_principal()
 $$;
 
-CREATE FUNCTION notify_ext.set_notification_preference(type text, enabled boolean) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext.set_notification_preference(type text, enabled boolean) RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -461,7 +406,7 @@ $$;
 
 -- The channel to LISTEN on for the caller's new notifications.  See
 -- docs/inbox.md for why it is a keyed hash of the principal.
-CREATE FUNCTION notify_ext.subscription_channel() RETURNS text
+CREATE OR REPLACE FUNCTION notify_ext.subscription_channel() RETURNS text
     LANGUAGE sql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp

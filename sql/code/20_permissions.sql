@@ -1,34 +1,13 @@
 --------------------------------------------------------------------------
--- Permissions on resource trees (see docs/inbox.md)
---
--- Levels NONE < READ < APPEND < WRITE < ADMIN are stored as 0..4.  A grant
--- on a resource holds for its whole subtree: the level of a principal on a
--- resource is the highest level granted to it on the resource or any of its
--- ancestors.  When notify_ext.permission_function is set, that function
--- decides instead (has_permission() only; the grants stay as they are).
+-- Permissions on resource trees
 --------------------------------------------------------------------------
 
-CREATE TABLE notify_ext.permissions (
-    principal    text        NOT NULL CHECK (principal <> ''),
-    resource_id  text        NOT NULL CHECK (resource_id <> ''),
-    level        smallint    NOT NULL CHECK (level BETWEEN 1 AND 4),
-    granted_by   text        NOT NULL,
-    granted_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (principal, resource_id)
-);
--- Finds the grantees (and the ADMINs) of a resource.
-CREATE INDEX permissions_resource_idx ON notify_ext.permissions (resource_id, level);
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.permissions', '');
-
--- Everyone may read their own grants; changes go through the functions.
-REVOKE ALL ON notify_ext.permissions FROM PUBLIC;
-GRANT SELECT ON notify_ext.permissions TO PUBLIC;
-ALTER TABLE notify_ext.permissions ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS permissions_own ON notify_ext.permissions;
 CREATE POLICY permissions_own ON notify_ext.permissions
     FOR SELECT USING (principal = notify_ext.current_principal());
 
 -- Internal: a level name as its number; 22023 when unknown.
-CREATE FUNCTION notify_ext._permission_level(level text) RETURNS smallint
+CREATE OR REPLACE FUNCTION notify_ext._permission_level(level text) RETURNS smallint
     LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -52,7 +31,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext._permission_level_name(level smallint) RETURNS text
+CREATE OR REPLACE FUNCTION notify_ext._permission_level_name(level smallint) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -62,7 +41,7 @@ $$;
 
 -- Internal: the built-in level of a principal on a resource path (0 when
 -- nothing is granted).
-CREATE FUNCTION notify_ext._granted_level(principal text, path text[]) RETURNS smallint
+CREATE OR REPLACE FUNCTION notify_ext._granted_level(principal text, path text[]) RETURNS smallint
     LANGUAGE sql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -75,7 +54,7 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext._granted_level(text, text[]) FROM PUBLIC;
 
 -- Internal: the built-in answer of has_permission().
-CREATE FUNCTION notify_ext._has_permission_builtin(principal text, resource_id text, level smallint)
+CREATE OR REPLACE FUNCTION notify_ext._has_permission_builtin(principal text, resource_id text, level smallint)
     RETURNS boolean
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
@@ -91,7 +70,7 @@ REVOKE ALL ON FUNCTION notify_ext._has_permission_builtin(text, text, smallint) 
 
 -- Internal: calls fn as the caller (the outer role), never as the owner of
 -- the SECURITY DEFINER function it is called from.
-CREATE FUNCTION notify_ext._call_permission_function(fn regprocedure, principal text,
+CREATE OR REPLACE FUNCTION notify_ext._call_permission_function(fn regprocedure, principal text,
                                                      resource_id text, level text)
     RETURNS boolean
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'notify_ext_call_permission_function';
@@ -99,7 +78,7 @@ REVOKE ALL ON FUNCTION notify_ext._call_permission_function(regprocedure, text, 
 
 -- Anyone may ask about anyone, like has_table_privilege().  A permission
 -- function set by the superuser runs with the caller's privileges.
-CREATE FUNCTION notify_ext.has_permission(principal text, resource_id text, level text)
+CREATE OR REPLACE FUNCTION notify_ext.has_permission(principal text, resource_id text, level text)
     RETURNS boolean
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
@@ -134,7 +113,7 @@ $$;
 
 -- Internal: ADMIN on the resource for the current principal, or a service
 -- caller; 42501 otherwise.
-CREATE FUNCTION notify_ext._require_admin(resource_id text, what text) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext._require_admin(resource_id text, what text) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -152,7 +131,7 @@ END
 $$;
 
 -- Internal: a reference to a resource, for refs of personal notifications.
-CREATE FUNCTION notify_ext._resource_ref(resource_id text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION notify_ext._resource_ref(resource_id text) RETURNS jsonb
     LANGUAGE sql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -162,7 +141,7 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION notify_ext._resource_ref(text) FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.grant_permission(principal text, resource_id text, level text)
+CREATE OR REPLACE FUNCTION notify_ext.grant_permission(principal text, resource_id text, level text)
     RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER
@@ -213,7 +192,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.revoke_permission(principal text, resource_id text)
+CREATE OR REPLACE FUNCTION notify_ext.revoke_permission(principal text, resource_id text)
     RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER
@@ -251,7 +230,7 @@ $$;
 -- on it or an ancestor; failing that its creator (created_by of a registered
 -- resource, or the actor of the earliest retained create event of a tracked
 -- row).
-CREATE FUNCTION notify_ext._resource_admins(resource_id text) RETURNS SETOF text
+CREATE OR REPLACE FUNCTION notify_ext._resource_admins(resource_id text) RETURNS SETOF text
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -282,7 +261,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._resource_admins(text) FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.request_access(resource_id text, level text, message text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION notify_ext.request_access(resource_id text, level text, message text DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER

@@ -1,31 +1,11 @@
 --------------------------------------------------------------------------
--- Retention (see docs/retention.md)
---
--- notify_ext.prune() removes what has expired:
---   - events: whole day partitions of notify_ext.event_log whose day ended
---     more than notify_ext.event_retention ago are dropped; rows are never
---     deleted one by one (except stray ones in the default partition);
---   - read personal notifications older than
---     notify_ext.read_notification_retention (by ts), in bounded batches;
---   - webhook delivery records older than notify_ext.delivery_retention (by
---     created_at), in bounded batches, once notify_ext.delivery_log exists.
--- It also creates the partitions of the coming days.  The strong locks
--- (attaching and detaching partitions) come last and are only taken when
--- they are free within notify_ext.prune_lock_timeout; what cannot be locked
--- is left for the next run and reported as deferred.  Expired partitions
--- are detached (and renamed event_log_expired_<oid>) in prune()'s
--- transaction; a background worker drops them once it has committed, so
--- that removing their files never happens under the lock on event_log.
+-- Retention: prune() and its schedule
 --------------------------------------------------------------------------
-
--- Finds read notifications by age without looking at unread ones.  Only
--- read rows are in it: creating notifications does not touch it.
-CREATE INDEX notifications_read_ts_idx ON notify_ext.notifications (ts) WHERE read;
 
 -- Internal: the partitions of the event log with their bounds (the default
 -- partition has none and is not listed).  Read from pg_inherits and
 -- pg_class.relpartbound in C: prune() calls it on every run.
-CREATE FUNCTION notify_ext._event_partitions()
+CREATE OR REPLACE FUNCTION notify_ext._event_partitions()
     RETURNS TABLE (rel regclass, name text, lower_bound timestamptz, upper_bound timestamptz)
     LANGUAGE c STABLE ROWS 20
     AS 'MODULE_PATHNAME', 'notify_ext_event_partitions';
@@ -34,7 +14,7 @@ REVOKE ALL ON FUNCTION notify_ext._event_partitions() FROM PUBLIC;
 -- Internal: whether a btree index on a timestamptz leads to a visible row
 -- below bound (EXISTS with the index's predicate, without planning a query).
 -- prune() passes to_regclass(<index name>): null (no index) means "look".
-CREATE FUNCTION notify_ext._index_has_key_below(index regclass, bound timestamptz) RETURNS boolean
+CREATE OR REPLACE FUNCTION notify_ext._index_has_key_below(index regclass, bound timestamptz) RETURNS boolean
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'notify_ext_index_has_key_below';
 REVOKE ALL ON FUNCTION notify_ext._index_has_key_below(regclass, timestamptz) FROM PUBLIC;
 
@@ -42,7 +22,7 @@ REVOKE ALL ON FUNCTION notify_ext._index_has_key_below(regclass, timestamptz) FR
 -- cutoff, with pg_class.reltuples, whether VACUUM has counted them since
 -- they last changed (then reltuples is their count) and whether they are
 -- members of an extension: what prune() needs before it detaches them.
-CREATE FUNCTION notify_ext._expired_event_partitions(cutoff timestamptz)
+CREATE OR REPLACE FUNCTION notify_ext._expired_event_partitions(cutoff timestamptz)
     RETURNS TABLE (rel regclass, name text, upper_bound timestamptz, reltuples real,
                    vacuum_counted boolean, extension_member boolean)
     LANGUAGE c STABLE STRICT ROWS 5
@@ -51,7 +31,7 @@ REVOKE ALL ON FUNCTION notify_ext._expired_event_partitions(timestamptz) FROM PU
 
 -- Internal: tables prune() detached from the event log (renamed
 -- event_log_expired_<oid>) that are not dropped yet.
-CREATE FUNCTION notify_ext._detached_event_tables() RETURNS SETOF regclass
+CREATE OR REPLACE FUNCTION notify_ext._detached_event_tables() RETURNS SETOF regclass
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -68,7 +48,7 @@ REVOKE ALL ON FUNCTION notify_ext._detached_event_tables() FROM PUBLIC;
 -- one writes to or reads from them any more; a table someone still has
 -- locked after a few seconds is left for the next run.  Returns how many
 -- were dropped.
-CREATE FUNCTION notify_ext._drop_detached_event_tables() RETURNS integer
+CREATE OR REPLACE FUNCTION notify_ext._drop_detached_event_tables() RETURNS integer
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     SET lock_timeout = '5s'
@@ -94,7 +74,7 @@ REVOKE ALL ON FUNCTION notify_ext._drop_detached_event_tables() FROM PUBLIC;
 -- commits, which runs _drop_detached_event_tables() as the current user.
 -- Returns true; if no worker slot is free at commit, the server log says so
 -- and the next prune() tries again.
-CREATE FUNCTION notify_ext._start_event_table_dropper() RETURNS boolean
+CREATE OR REPLACE FUNCTION notify_ext._start_event_table_dropper() RETURNS boolean
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_start_event_table_dropper';
 REVOKE ALL ON FUNCTION notify_ext._start_event_table_dropper() FROM PUBLIC;
 
@@ -108,7 +88,7 @@ REVOKE ALL ON FUNCTION notify_ext._start_event_table_dropper() FROM PUBLIC;
 -- fetch of such a consumer waits until the removal commits, so nothing is
 -- counted that is delivered meanwhile.  Consumers that kept up are neither
 -- locked nor scanned.
-CREATE FUNCTION notify_ext._count_missed_before_drop(partition regclass,
+CREATE OR REPLACE FUNCTION notify_ext._count_missed_before_drop(partition regclass,
                                                      older_than timestamptz DEFAULT NULL)
     RETURNS bigint
     LANGUAGE plpgsql
@@ -159,7 +139,7 @@ REVOKE ALL ON FUNCTION notify_ext._count_missed_before_drop(regclass, timestampt
 
 -- Internal: a retention setting as an interval; an error unless it is a
 -- positive one (the GUC's check hook has already refused anything else).
-CREATE FUNCTION notify_ext._retention_interval(settings jsonb, name text) RETURNS interval
+CREATE OR REPLACE FUNCTION notify_ext._retention_interval(settings jsonb, name text) RETURNS interval
     LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'notify_ext_retention_interval';
 REVOKE ALL ON FUNCTION notify_ext._retention_interval(jsonb, text) FROM PUBLIC;
 
@@ -167,7 +147,7 @@ REVOKE ALL ON FUNCTION notify_ext._retention_interval(jsonb, text) FROM PUBLIC;
 -- usual run itself (nothing to delete row by row, no partition to create,
 -- expired partitions counted by VACUUM, no consumers to check) and hands
 -- every other run to this function, before it has changed anything.
-CREATE FUNCTION notify_ext._prune_all() RETURNS jsonb
+CREATE OR REPLACE FUNCTION notify_ext._prune_all() RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -401,7 +381,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._prune_all() FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.prune() RETURNS jsonb
+CREATE OR REPLACE FUNCTION notify_ext.prune() RETURNS jsonb
     LANGUAGE c
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -421,14 +401,14 @@ GRANT EXECUTE ON FUNCTION notify_ext.prune() TO PUBLIC;
 -- schedules it, and it runs prune() with the owner's rights.
 --------------------------------------------------------------------------
 
-CREATE FUNCTION notify_ext._cron_call(op text, job_name text, schedule text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION notify_ext._cron_call(op text, job_name text, schedule text DEFAULT NULL,
                                       command text DEFAULT NULL)
     RETURNS bigint
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_cron_call';
 REVOKE ALL ON FUNCTION notify_ext._cron_call(text, text, text, text) FROM PUBLIC;
 
 -- Internal: the name of this database's pruning job.
-CREATE FUNCTION notify_ext._prune_job_name() RETURNS text
+CREATE OR REPLACE FUNCTION notify_ext._prune_job_name() RETURNS text
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -436,7 +416,7 @@ AS $$
 $$;
 
 -- Internal: the database pg_cron works in; 55000 when pg_cron is not loaded.
-CREATE FUNCTION notify_ext._pg_cron_database() RETURNS text
+CREATE OR REPLACE FUNCTION notify_ext._pg_cron_database() RETURNS text
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -457,7 +437,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.schedule_pruning(schedule text DEFAULT '*/5 * * * *') RETURNS bigint
+CREATE OR REPLACE FUNCTION notify_ext.schedule_pruning(schedule text DEFAULT '*/5 * * * *') RETURNS bigint
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -501,7 +481,7 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext.schedule_pruning(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION notify_ext.schedule_pruning(text) TO PUBLIC;
 
-CREATE FUNCTION notify_ext.unschedule_pruning() RETURNS boolean
+CREATE OR REPLACE FUNCTION notify_ext.unschedule_pruning() RETURNS boolean
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp

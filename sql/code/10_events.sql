@@ -1,41 +1,6 @@
 --------------------------------------------------------------------------
--- The event log
---
--- seq is assigned when the writing transaction commits (see
--- docs/ordering.md), so it follows commit order.  The sequence below is not
--- used to number events: it only persists how far numbering has gone, in
--- chunks, so that numbers are never reused after a restart.
+-- The event log: partitions, publish() and the events view
 --------------------------------------------------------------------------
-
-CREATE SEQUENCE notify_ext.seq_reservation AS bigint MINVALUE 0 START WITH 0 NO CYCLE;
-REVOKE ALL ON notify_ext.seq_reservation FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.seq_reservation', '');
-
--- Partitioned by day of occurred_at so that retention drops whole
--- partitions.  payload is stored as json text, which the trigger writes
--- without building a jsonb tree; readers get jsonb.
-CREATE TABLE notify_ext.event_log (
-    seq              bigint      NOT NULL,
-    occurred_at      timestamptz NOT NULL,
-    stream           text        NOT NULL,
-    operation        text        NOT NULL,
-    resource_id      text,
-    resource_variant text,
-    resource_path    text[],
-    actor            text        NOT NULL,
-    payload          json        NOT NULL,
-    changed          text[]
-) PARTITION BY RANGE (occurred_at);
--- seq is indexed with BRIN: events are written in seq order when their
--- transaction commits, so a block range holds a narrow band of seqs, and a
--- writer pays for one summary per range rather than an index entry per
--- event.  Writers summarize each range as they start it (src/capture.c);
--- autosummarize is the fallback.
-CREATE INDEX event_log_seq_idx ON notify_ext.event_log USING brin (seq)
-    WITH (pages_per_range = 32, autosummarize = on);
-CREATE TABLE notify_ext.event_log_default PARTITION OF notify_ext.event_log DEFAULT;
-REVOKE ALL ON notify_ext.event_log FROM PUBLIC;
-REVOKE ALL ON notify_ext.event_log_default FROM PUBLIC;
 
 -- Partitions of the event log (see docs/retention.md).
 --
@@ -53,7 +18,7 @@ REVOKE ALL ON notify_ext.event_log_default FROM PUBLIC;
 -- its locks like any DDL; otherwise it gives up on a partition whose locks
 -- it cannot get within that budget (see _lock_within) and stops there.
 -- Returns {"created": n, "deferred": [names]}.
-CREATE FUNCTION notify_ext._create_event_partitions(days_ahead integer, days_back integer,
+CREATE OR REPLACE FUNCTION notify_ext._create_event_partitions(days_ahead integer, days_back integer,
                                                     lock_budget_ms integer)
     RETURNS jsonb
     LANGUAGE plpgsql
@@ -114,7 +79,7 @@ REVOKE ALL ON FUNCTION notify_ext._create_event_partitions(integer, integer, int
 -- notify_ext.partitions_ahead); returns how many it created.  Events of
 -- those days that sit in the default partition are moved into them.
 -- prune() calls this itself; call it by hand to backfill days.
-CREATE FUNCTION notify_ext.create_event_partitions(days_ahead integer DEFAULT NULL,
+CREATE OR REPLACE FUNCTION notify_ext.create_event_partitions(days_ahead integer DEFAULT NULL,
                                                    days_back integer DEFAULT 1)
     RETURNS integer
     LANGUAGE plpgsql
@@ -129,7 +94,7 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext.create_event_partitions(integer, integer) FROM PUBLIC;
 
 -- Settings of retention (GUCs defined in retention.c), as jsonb.
-CREATE FUNCTION notify_ext._retention_settings() RETURNS jsonb
+CREATE OR REPLACE FUNCTION notify_ext._retention_settings() RETURNS jsonb
     LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'notify_ext_retention_settings';
 REVOKE ALL ON FUNCTION notify_ext._retention_settings() FROM PUBLIC;
 
@@ -138,7 +103,7 @@ REVOKE ALL ON FUNCTION notify_ext._retention_settings() FROM PUBLIC;
 -- long: tries NOWAIT every couple of milliseconds for budget_ms, then waits
 -- once for at most budget_ms.  Returns whether it holds the lock (until the
 -- end of the transaction).  budget_ms 0: one NOWAIT try.
-CREATE FUNCTION notify_ext._lock_within(rel regclass, mode text, budget_ms integer)
+CREATE OR REPLACE FUNCTION notify_ext._lock_within(rel regclass, mode text, budget_ms integer)
     RETURNS boolean
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -176,28 +141,26 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._lock_within(regclass, text, integer) FROM PUBLIC;
 
-SELECT notify_ext.create_event_partitions();
-
 -- Highest seq below which every event is committed and visible: a reader
 -- that takes its snapshot after calling this never later sees a new event
 -- at or below it.
-CREATE FUNCTION notify_ext.committed_seq() RETURNS bigint
+CREATE OR REPLACE FUNCTION notify_ext.committed_seq() RETURNS bigint
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_committed_seq';
 
-CREATE FUNCTION notify_ext.publish(stream text, operation text, payload jsonb DEFAULT '{}',
+CREATE OR REPLACE FUNCTION notify_ext.publish(stream text, operation text, payload jsonb DEFAULT '{}',
                                    resource_id text DEFAULT NULL)
     RETURNS bigint
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_publish';
 
 -- The event as consumers, webhooks and queries see it, built in C.
-CREATE FUNCTION notify_ext.event_message(seq bigint, stream text, operation text,
+CREATE OR REPLACE FUNCTION notify_ext.event_message(seq bigint, stream text, operation text,
         resource_id text, resource_variant text, resource_path text[],
         occurred_at timestamptz, actor text, payload json, changed text[])
     RETURNS jsonb
     LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_event_message';
 
 -- For service callers: everyone else sees no rows.
-CREATE VIEW notify_ext.events WITH (security_barrier) AS
+CREATE OR REPLACE VIEW notify_ext.events WITH (security_barrier) AS
 SELECT e.seq, e.stream, e.operation, e.resource_id, e.resource_variant, e.resource_path,
        e.occurred_at, e.actor, e.payload::jsonb AS payload, e.changed,
        notify_ext.event_message(e.seq, e.stream, e.operation, e.resource_id,

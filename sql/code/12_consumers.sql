@@ -1,75 +1,14 @@
 --------------------------------------------------------------------------
 -- Stream consumers
---
--- A consumer reads the events of its scope in seq order.  delivered_upto
--- is how far it has looked: every event in scope at or below it has been
--- handed out at least once.  Handed-out messages that are not acknowledged
--- yet sit in consumer_pending, grouped by the fetch that handed them out;
--- acknowledging removes them, so nothing is kept per acknowledged message.
 --------------------------------------------------------------------------
 
-CREATE TABLE notify_ext.consumers (
-    id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    owner                text NOT NULL,
-    resource_id          text,
-    include_subresources boolean NOT NULL,
-    deliver              text NOT NULL
-                         CHECK (deliver IN ('all', 'new', 'from_date', 'from_sequence')),
-    from_date            timestamptz,
-    from_sequence        bigint,
-    streams              text[],
-    operations           text[],
-    ack_wait             interval NOT NULL,
-    max_deliver          integer NOT NULL,
-    delivered_upto       bigint NOT NULL,
-    -- every seq at or below ack_floor is acknowledged or out of scope; kept
-    -- up to date by fetches (acknowledgements only shrink consumer_pending)
-    ack_floor            bigint NOT NULL,
-    last_delivered       bigint,
-    num_redelivered      bigint NOT NULL DEFAULT 0,
-    num_terminated       bigint NOT NULL DEFAULT 0,
-    missed               bigint NOT NULL DEFAULT 0,
-    created_at           timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX consumers_owner_idx ON notify_ext.consumers (owner);
-REVOKE ALL ON notify_ext.consumers FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumers', '');
-
-CREATE TABLE notify_ext.consumer_pending (
-    consumer       uuid NOT NULL REFERENCES notify_ext.consumers ON DELETE CASCADE,
-    batch          bigint GENERATED ALWAYS AS IDENTITY,
-    delivery_count integer NOT NULL,
-    seqs           bigint[] NOT NULL,     -- sorted
-    lo             bigint NOT NULL,       -- seqs[1]
-    hi             bigint NOT NULL,       -- seqs[cardinality(seqs)]
-    delivered_at   timestamptz NOT NULL,
-    due_at         timestamptz NOT NULL,
-    PRIMARY KEY (consumer, batch)
-);
--- a fetch's seqs are read and rewritten whole; compressing them costs more than it saves
-ALTER TABLE notify_ext.consumer_pending ALTER COLUMN seqs SET STORAGE EXTERNAL;
-REVOKE ALL ON notify_ext.consumer_pending FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumer_pending', '');
-
--- Generations of the key that signs replies.  The keys themselves are
--- derived from the server key file and never stored.
-CREATE TABLE notify_ext.reply_keys (
-    generation integer PRIMARY KEY,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    retired_at timestamptz
-);
-REVOKE ALL ON notify_ext.reply_keys FROM PUBLIC;
-INSERT INTO notify_ext.reply_keys (generation) VALUES (1);
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.reply_keys', '');
-
-
 -- Internal: after commit, tell other sessions that consumers changed.
-CREATE FUNCTION notify_ext._consumers_changed() RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext._consumers_changed() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_consumers_changed';
 REVOKE ALL ON FUNCTION notify_ext._consumers_changed() FROM PUBLIC;
 
 -- Internal: the consumer; 22023 for NULL, 42704 when it does not exist.
-CREATE FUNCTION notify_ext._consumer(p_consumer uuid) RETURNS notify_ext.consumers
+CREATE OR REPLACE FUNCTION notify_ext._consumer(p_consumer uuid) RETURNS notify_ext.consumers
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -91,7 +30,7 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext._consumer(uuid) FROM PUBLIC;
 
 -- Internal: the consumer, if the caller may use it; 42704 / 42501 otherwise.
-CREATE FUNCTION notify_ext._consumer_for_caller(p_consumer uuid, p_what text)
+CREATE OR REPLACE FUNCTION notify_ext._consumer_for_caller(p_consumer uuid, p_what text)
     RETURNS notify_ext.consumers
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -110,7 +49,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._consumer_for_caller(uuid, text) FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.create_stream_consumer(
+CREATE OR REPLACE FUNCTION notify_ext.create_stream_consumer(
         resource_id text DEFAULT NULL,
         resource_variant text DEFAULT NULL,
         include_subresources boolean DEFAULT true,
@@ -217,7 +156,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.get_event_message_batch(consumer uuid, batch_size integer DEFAULT 25,
+CREATE OR REPLACE FUNCTION notify_ext.get_event_message_batch(consumer uuid, batch_size integer DEFAULT 25,
                                                    wait interval DEFAULT '0')
     RETURNS TABLE (seq bigint, message jsonb, reply text, salt text, hmac text, delivery_count integer)
     LANGUAGE c VOLATILE
@@ -225,13 +164,13 @@ CREATE FUNCTION notify_ext.get_event_message_batch(consumer uuid, batch_size int
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'notify_ext_get_event_message_batch';
 
-CREATE FUNCTION notify_ext.acknowledge_message_batch(replies jsonb) RETURNS integer
+CREATE OR REPLACE FUNCTION notify_ext.acknowledge_message_batch(replies jsonb) RETURNS integer
     LANGUAGE c VOLATILE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'notify_ext_acknowledge_message_batch';
 
-CREATE FUNCTION notify_ext.get_event_message_stream(consumer uuid) RETURNS text
+CREATE OR REPLACE FUNCTION notify_ext.get_event_message_stream(consumer uuid) RETURNS text
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -242,7 +181,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.delete_stream_consumer(consumer uuid) RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext.delete_stream_consumer(consumer uuid) RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -265,7 +204,7 @@ END
 $$;
 
 -- Internal: whether an event is in a consumer's scope.
-CREATE FUNCTION notify_ext._in_scope(c notify_ext.consumers, e notify_ext.event_log)
+CREATE OR REPLACE FUNCTION notify_ext._in_scope(c notify_ext.consumers, e notify_ext.event_log)
     RETURNS boolean
     LANGUAGE sql IMMUTABLE
 AS $$
@@ -277,7 +216,7 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION notify_ext._in_scope(notify_ext.consumers, notify_ext.event_log) FROM PUBLIC;
 
-CREATE FUNCTION notify_ext.consumer_info(consumer uuid) RETURNS jsonb
+CREATE OR REPLACE FUNCTION notify_ext.consumer_info(consumer uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -321,7 +260,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION notify_ext.rotate_reply_key() RETURNS void
+CREATE OR REPLACE FUNCTION notify_ext.rotate_reply_key() RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$

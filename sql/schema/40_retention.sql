@@ -1,0 +1,23 @@
+--------------------------------------------------------------------------
+-- Retention (see docs/retention.md)
+--
+-- notify_ext.prune() removes what has expired:
+--   - events: whole day partitions of notify_ext.event_log whose day ended
+--     more than notify_ext.event_retention ago are dropped; rows are never
+--     deleted one by one (except stray ones in the default partition);
+--   - read personal notifications older than
+--     notify_ext.read_notification_retention (by ts), in bounded batches;
+--   - webhook delivery records older than notify_ext.delivery_retention (by
+--     created_at), in bounded batches, once notify_ext.delivery_log exists.
+-- It also creates the partitions of the coming days.  The strong locks
+-- (attaching and detaching partitions) come last and are only taken when
+-- they are free within notify_ext.prune_lock_timeout; what cannot be locked
+-- is left for the next run and reported as deferred.  Expired partitions
+-- are detached (and renamed event_log_expired_<oid>) in prune()'s
+-- transaction; a background worker drops them once it has committed, so
+-- that removing their files never happens under the lock on event_log.
+--------------------------------------------------------------------------
+
+-- Finds read notifications by age without looking at unread ones.  Only
+-- read rows are in it: creating notifications does not touch it.
+CREATE INDEX notifications_read_ts_idx ON notify_ext.notifications (ts) WHERE read;

@@ -1,0 +1,27 @@
+--------------------------------------------------------------------------
+-- From 0.1.0 to 0.2.0: changes to the objects that hold data.  The
+-- functions, views, triggers and policies of 0.2.0 follow (sql/code/).
+--------------------------------------------------------------------------
+
+-- Day partitions of the event log are no longer members of the extension,
+-- so that pg_dump keeps them and their events (those CREATE EXTENSION made
+-- in 0.1.0 were members, which pg_dump leaves out).
+DO $$
+DECLARE
+    v_rel regclass;
+BEGIN
+    FOR v_rel IN
+        SELECT c.oid::regclass
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_class c ON c.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'notify_ext')
+           AND d.deptype = 'e'
+           AND c.relnamespace = 'notify_ext'::pg_catalog.regnamespace
+           AND c.relname ~ '^event_log_p[0-9]{8}$'
+    LOOP
+        EXECUTE pg_catalog.format('ALTER EXTENSION notify_ext DROP TABLE %s', v_rel);
+    END LOOP;
+END
+$$;
