@@ -49,6 +49,7 @@
 #include "utils/syscache.h"
 
 #include "notify_ext.h"
+#include "extension.h"
 #include "event_route.h"
 #include "principal.h"
 
@@ -169,37 +170,6 @@ static void invalidate_path_cache(void);
 /* ---------------------------------------------------------------------
  * Helpers
  * --------------------------------------------------------------------- */
-
-static void
-require_preload(void)
-{
-	if (!notify_ext_preloaded)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("notify_ext must be loaded via shared_preload_libraries"),
-				 errdetail("Events are numbered at commit using shared memory."),
-				 errhint("Add notify_ext to shared_preload_libraries in postgresql.conf and restart the server.")));
-}
-
-Oid
-extension_schema(void)
-{
-	return get_namespace_oid("notify_ext", false);
-}
-
-/* Internal functions are closed to users; call them as the schema owner. */
-Oid
-extension_owner(void)
-{
-	HeapTuple	tp = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(extension_schema()));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tp))
-		elog(ERROR, "cache lookup failed for schema notify_ext");
-	owner = ((Form_pg_namespace) GETSTRUCT(tp))->nspowner;
-	ReleaseSysCache(tp);
-	return owner;
-}
 
 TupleDesc
 event_log_desc(void)
@@ -668,7 +638,7 @@ renumber_spilled(int64 base)
 	int64		provisional_base = provisional_seq_base();
 	Oid			argtypes[4] = {INT8OID, INT8OID, INT8OID, INT8OID};
 	Datum		args[4];
-	SavedUser	saved_user;
+	ActingRole	saved_user;
 	int			rc;
 
 	args[0] = Int64GetDatum(base);
@@ -676,7 +646,7 @@ renumber_spilled(int64 base)
 	args[2] = Int64GetDatum(-(provisional_base + spilled_ordinals - 1));
 	args[3] = Int64GetDatum(-provisional_base);
 
-	switch_to_user(extension_owner(), &saved_user);
+	act_as_extension_owner(&saved_user);
 	/* Pre-commit runs after the last statement released its snapshot. */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -688,7 +658,7 @@ renumber_spilled(int64 base)
 		elog(ERROR, "renumbering spilled events failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
 	PopActiveSnapshot();
-	restore_user(&saved_user);
+	stop_acting(&saved_user);
 }
 
 static void
@@ -801,13 +771,13 @@ capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 static bool
 lookup_resource(text *id, text **variant, Datum **elems, int *nelems)
 {
-	SavedUser	saved_user;
+	ActingRole	saved_user;
 	Datum		arg = PointerGetDatum(id);
 	bool		found = false;
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	int			rc;
 
-	switch_to_user(extension_owner(), &saved_user);
+	act_as_extension_owner(&saved_user);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (resource_info_plan == NULL)
@@ -842,7 +812,7 @@ lookup_resource(text *id, text **variant, Datum **elems, int *nelems)
 		}
 	}
 	SPI_finish();
-	restore_user(&saved_user);
+	stop_acting(&saved_user);
 	return found;
 }
 

@@ -45,6 +45,7 @@
 #include "utils/uuid.h"
 
 #include "notify_ext.h"
+#include "extension.h"
 #include "principal.h"
 
 #define MAX_BATCH_SIZE 10000
@@ -1301,7 +1302,7 @@ static void
 load_consumers(void)
 {
 	uint64		generation = pg_atomic_read_u64(&consumer_shared->generation);
-	SavedUser	saved_user;
+	ActingRole	saved_user;
 	int			rc;
 	uint64		i;
 	HASHCTL		ctl;
@@ -1326,7 +1327,7 @@ load_consumers(void)
 	scope_index = hash_create("notify_ext consumer scopes", 64, &ctl,
 							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
-	switch_to_user(extension_owner(), &saved_user);
+	act_as_extension_owner(&saved_user);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -1386,7 +1387,7 @@ load_consumers(void)
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 	PopActiveSnapshot();
-	restore_user(&saved_user);
+	stop_acting(&saved_user);
 	cache_generation = generation;
 }
 

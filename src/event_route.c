@@ -50,6 +50,7 @@
 #include "utils/timestamp.h"
 
 #include "notify_ext.h"
+#include "extension.h"
 #include "event_route.h"
 
 static MemoryContext route_cxt = NULL;

@@ -14,6 +14,7 @@
 #include "utils/guc.h"
 
 #include "notify_ext.h"
+#include "extension.h"
 #include "principal.h"
 #include "retention.h"
 #include "webhook.h"
@@ -22,21 +23,7 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-bool		notify_ext_preloaded = false;
 int			notify_ext_event_buffer_kb = 65536;
-
-void
-switch_to_user(Oid role, SavedUser *saved)
-{
-	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
-	SetUserIdAndSecContext(role, saved->sec_context | SECURITY_LOCAL_USERID_CHANGE);
-}
-
-void
-restore_user(const SavedUser *saved)
-{
-	SetUserIdAndSecContext(saved->userid, saved->sec_context);
-}
 
 void
 insert_index_entries(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate)

@@ -20,17 +20,8 @@
 #endif
 
 /* notify_ext.c */
-extern bool notify_ext_preloaded;
 extern int	notify_ext_event_buffer_kb;
 
-/* Runs code as another role (internal objects are closed to callers). */
-typedef struct SavedUser
-{
-	Oid			userid;
-	int			sec_context;
-} SavedUser;
-extern void switch_to_user(Oid role, SavedUser *saved);
-extern void restore_user(const SavedUser *saved);
 
 /* Index entries of a row just written directly into a table (no unique check). */
 struct ResultRelInfo;
@@ -53,8 +44,6 @@ extern int64 ordering_committed_seq(void);
 extern void capture_init(void);
 extern Size capture_shmem_size(void);
 extern void capture_shmem_init(void);
-extern Oid	extension_schema(void);
-extern Oid	extension_owner(void);
 extern TupleDesc event_log_desc(void);
 
 /*

@@ -34,6 +34,7 @@
 #include "utils/syscache.h"
 
 #include "notify_ext.h"
+#include "extension.h"
 
 /* Databases that can use notify_ext at the same time in one cluster. */
 #define ORDERING_MAX_DATABASES 256
@@ -96,16 +97,6 @@ ordering_shmem_init(void)
 			pg_atomic_init_u64(&ordering->procs[i].lo, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
-}
-
-static void
-ordering_require_preload(void)
-{
-	if (ordering == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("notify_ext must be loaded via shared_preload_libraries"),
-				 errhint("Add notify_ext to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
 static Oid
@@ -176,7 +167,7 @@ refill(Oid seqrelid, int64 count)
 	bool		initialized;
 	int64		next;
 	int64		new_limit;
-	SavedUser	saved_user;
+	ActingRole	saved_user;
 
 	LockRelationOid(seqrelid, ShareUpdateExclusiveLock);
 
@@ -194,7 +185,7 @@ refill(Oid seqrelid, int64 count)
 	LWLockRelease(ordering->lock);
 
 	/* The sequence is closed to users; write it as its owner. */
-	switch_to_user(relation_owner(seqrelid), &saved_user);
+	act_as(relation_owner(seqrelid), false, &saved_user);
 
 	if (!initialized)
 	{
@@ -204,7 +195,7 @@ refill(Oid seqrelid, int64 count)
 	new_limit = next + count + ORDERING_RESERVE_CHUNK;
 	DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seqrelid), Int64GetDatum(new_limit - 1));
 
-	restore_user(&saved_user);
+	stop_acting(&saved_user);
 
 	LWLockAcquire(ordering->lock, LW_EXCLUSIVE);
 	db = database_slot(true);
@@ -230,7 +221,7 @@ ordering_reserve(int64 count)
 {
 	Oid			seqrelid;
 
-	ordering_require_preload();
+	require_preload();
 	Assert(count > 0);
 	seqrelid = reservation_sequence();
 
@@ -274,9 +265,9 @@ ordering_committed_seq(void)
 	int64		horizon = -1;
 	Datum		last;
 	bool		isnull;
-	SavedUser	saved_user;
+	ActingRole	saved_user;
 
-	ordering_require_preload();
+	require_preload();
 	seqrelid = reservation_sequence();
 
 	LWLockAcquire(ordering->lock, LW_SHARED);
@@ -304,7 +295,7 @@ ordering_committed_seq(void)
 	 * persisted as used belongs to a finished transaction.  Reading (not
 	 * writing) the sequence keeps this usable in read-only transactions.
 	 */
-	switch_to_user(relation_owner(seqrelid), &saved_user);
+	act_as(relation_owner(seqrelid), false, &saved_user);
 	{
 		LOCAL_FCINFO(fcinfo, 1);
 
@@ -314,7 +305,7 @@ ordering_committed_seq(void)
 		last = pg_sequence_last_value(fcinfo);
 		isnull = fcinfo->isnull;
 	}
-	restore_user(&saved_user);
+	stop_acting(&saved_user);
 	return isnull ? 0 : DatumGetInt64(last);
 }
 

@@ -35,6 +35,7 @@
 #include "utils/timestamp.h"
 
 #include "notify_ext.h"
+#include "extension.h"
 
 /* Ranges waiting for a worker, for all databases. */
 #define SUMMARY_QUEUE_SIZE 512
@@ -254,7 +255,7 @@ summarize_range_nowait(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 {
 	Oid			heapoid = IndexGetRelation(indexoid, true);
 	Relation	heap;
-	SavedUser	saved_user;
+	ActingRole	saved_user;
 
 	if (!OidIsValid(heapoid) || !ConditionalLockRelationOid(heapoid, ShareUpdateExclusiveLock))
 		return;
@@ -263,13 +264,13 @@ summarize_range_nowait(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 	if (heap != NULL && SearchSysCacheExists1(RELOID, ObjectIdGetDatum(indexoid)))
 	{
 		/* brin_summarize_range() wants the index's owner. */
-		switch_to_user(heap->rd_rel->relowner, &saved_user);
+		act_as(heap->rd_rel->relowner, true, &saved_user);
 		if (blk >= per_range)
 			DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(indexoid),
 								Int64GetDatum((int64) (blk - per_range)));
 		DirectFunctionCall2(brin_summarize_range, ObjectIdGetDatum(indexoid),
 							Int64GetDatum((int64) blk));
-		restore_user(&saved_user);
+		stop_acting(&saved_user);
 	}
 	if (heap != NULL)
 		table_close(heap, NoLock);

@@ -1,0 +1,83 @@
+/*
+ * extension.c: where notify_ext lives, who owns it, and how its code acts
+ * with another role's rights.
+ *
+ * Every path that acts as the extension owner, or reads a user table as its
+ * owner, goes through act_as(): the search path is pinned to
+ * "pg_catalog, pg_temp" so that no operator, function or type another role
+ * created is picked up by name, and reads of user tables run in a
+ * security-restricted operation.  The list of such paths is in
+ * docs/security.md.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+
+#include "extension.h"
+
+bool		notify_ext_preloaded = false;
+
+void
+require_preload(void)
+{
+	if (!notify_ext_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("notify_ext must be loaded via shared_preload_libraries"),
+				 errdetail("Events are numbered at commit using shared memory."),
+				 errhint("Add notify_ext to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+Oid
+extension_schema(void)
+{
+	return get_namespace_oid("notify_ext", false);
+}
+
+/* The owner of the extension's schema, which owns every internal object. */
+Oid
+extension_owner(void)
+{
+	HeapTuple	tp = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(extension_schema()));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for schema notify_ext");
+	owner = ((Form_pg_namespace) GETSTRUCT(tp))->nspowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
+
+void
+act_as(Oid role, bool restricted, ActingRole *saved)
+{
+	int			sec_context;
+
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	sec_context = saved->sec_context | SECURITY_LOCAL_USERID_CHANGE;
+	if (restricted)
+		sec_context |= SECURITY_RESTRICTED_OPERATION;
+	SetUserIdAndSecContext(role, sec_context);
+	saved->guc_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+void
+act_as_extension_owner(ActingRole *saved)
+{
+	act_as(extension_owner(), false, saved);
+}
+
+void
+stop_acting(ActingRole *saved)
+{
+	AtEOXact_GUC(false, saved->guc_nestlevel);
+	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}

@@ -1,0 +1,38 @@
+/*
+ * extension.h: where notify_ext lives, who owns it, and how its code acts
+ * with another role's rights (docs/security.md).
+ */
+#ifndef NOTIFY_EXT_EXTENSION_H
+#define NOTIFY_EXT_EXTENSION_H
+
+/* Set by _PG_init when loaded through shared_preload_libraries. */
+extern bool notify_ext_preloaded;
+
+/* Raises 55000 unless the library was preloaded. */
+extern void require_preload(void);
+
+extern Oid	extension_schema(void);
+extern Oid	extension_owner(void);
+
+/*
+ * The role, security context and settings to return to after acting as
+ * another role.
+ */
+typedef struct ActingRole
+{
+	Oid			userid;
+	int			sec_context;
+	int			guc_nestlevel;
+} ActingRole;
+
+/*
+ * Acts as role with search_path pinned to "pg_catalog, pg_temp".  With
+ * restricted, also inside a security-restricted operation, as VACUUM and
+ * ANALYZE run index expressions: for code that may run what the role
+ * wrote (reading a tracked table as its owner).  An error ends it too.
+ */
+extern void act_as(Oid role, bool restricted, ActingRole *saved);
+extern void act_as_extension_owner(ActingRole *saved);
+extern void stop_acting(ActingRole *saved);
+
+#endif							/* NOTIFY_EXT_EXTENSION_H */
