@@ -14,6 +14,7 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
@@ -31,6 +32,15 @@ require_preload(void)
 				 errmsg("notify_ext must be loaded via shared_preload_libraries"),
 				 errdetail("Events are numbered at commit using shared memory."),
 				 errhint("Add notify_ext to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/* notify_ext._require_preload(): CREATE EXTENSION and track() call it first. */
+PG_FUNCTION_INFO_V1(notify_ext_require_preload);
+Datum
+notify_ext_require_preload(PG_FUNCTION_ARGS)
+{
+	require_preload();
+	PG_RETURN_VOID();
 }
 
 Oid

@@ -1,3 +1,11 @@
+-- Fails with 55000 unless notify_ext is in shared_preload_libraries:
+-- without it events cannot be numbered, and every write to a tracked table
+-- would fail later instead.
+CREATE FUNCTION notify_ext._require_preload() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'notify_ext_require_preload';
+REVOKE ALL ON FUNCTION notify_ext._require_preload() FROM PUBLIC;
+SELECT notify_ext._require_preload();
+
 REVOKE ALL ON SCHEMA notify_ext FROM PUBLIC;
 GRANT USAGE ON SCHEMA notify_ext TO PUBLIC;
 

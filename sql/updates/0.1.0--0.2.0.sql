@@ -3,6 +3,14 @@
 -- functions, views, triggers and policies of 0.2.0 follow (sql/code/).
 --------------------------------------------------------------------------
 
+-- Fails with 55000 unless notify_ext is in shared_preload_libraries:
+-- without it events cannot be numbered, and every write to a tracked table
+-- would fail later instead.
+CREATE FUNCTION notify_ext._require_preload() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'notify_ext_require_preload';
+REVOKE ALL ON FUNCTION notify_ext._require_preload() FROM PUBLIC;
+SELECT notify_ext._require_preload();
+
 -- Day partitions of the event log are no longer members of the extension,
 -- so that pg_dump keeps them and their events (those CREATE EXTENSION made
 -- in 0.1.0 were members, which pg_dump leaves out).
