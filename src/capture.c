@@ -50,6 +50,7 @@
 
 #include "notify_ext.h"
 #include "extension.h"
+#include "resource_path.h"
 #include "event_route.h"
 #include "principal.h"
 
@@ -128,44 +129,9 @@ typedef struct TrackedRel
 static HTAB *tracked_rels = NULL;
 static TrackedRel *last_tracked = NULL;	/* entries stay put in the hash */
 
-/* ---------------------------------------------------------------------
- * Paths of parents, cached for the current statement
- * --------------------------------------------------------------------- */
-
-typedef struct PathCacheEntry
-{
-	char		key[NAMEDATALEN * 4];	/* parent id; longer ids are not cached */
-	int			nelems;					/* -1: not filled in yet */
-	Datum	   *elems;
-} PathCacheEntry;
-
-static MemoryContext path_cxt = NULL;
-static HTAB *path_cache = NULL;
-static uint64 path_generation = 0;
-static uint64 path_cache_resets = 0;	/* entries die with each reset */
-static PathCacheEntry *last_path = NULL;	/* valid while the resets match */
-static uint64 last_path_resets = 0;
-static int	last_path_len = 0;
-static Oid *path_tracked_relids = NULL; /* tracked tables when the cache was made */
-static int	path_ntracked = 0;
-
-/* Entries of the cache at most; past that it starts over. */
-#define PATH_CACHE_MAX 10000
-
-/*
- * Resources change in other sessions too: a generation in shared memory is
- * bumped by every commit that registered, moved or removed resources, and
- * a cache filled under an older generation is dropped.
- */
-static pg_atomic_uint64 *resources_generation = NULL;
-static bool resources_changed_here = false;
-
-static SPIPlanPtr resource_info_plan = NULL;
-
 static StringInfoData json_buf;
 
 static void flush_at_commit(void);
-static void invalidate_path_cache(void);
 
 /* ---------------------------------------------------------------------
  * Helpers
@@ -705,9 +671,6 @@ capture_xact_callback(XactEvent event, void *arg)
 						 errdetail("Events are numbered when their transaction commits.")));
 			break;
 		case XACT_EVENT_COMMIT:
-			if (resources_changed_here && resources_generation != NULL)
-				pg_atomic_fetch_add_u64(resources_generation, 1);
-			resources_changed_here = false;
 			if (reserved)
 			{
 				int			i;
@@ -723,9 +686,6 @@ capture_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			if (resources_changed_here)
-				invalidate_path_cache();
-			resources_changed_here = false;
 			if (reserved)
 			{
 				ordering_release();
@@ -757,247 +717,6 @@ capture_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 	retained_bytes = Min(retained_bytes, pending_bytes);
 	outside_arena = Min(outside_arena, npending);
-	invalidate_path_cache();
-}
-
-/* ---------------------------------------------------------------------
- * Resources
- * --------------------------------------------------------------------- */
-
-/*
- * Looks a resource up through notify_ext._resource_info().  Returns false
- * when it is unknown; else sets *variant (may be NULL) and the path.
- */
-static bool
-lookup_resource(text *id, text **variant, Datum **elems, int *nelems)
-{
-	ActingRole	saved_user;
-	Datum		arg = PointerGetDatum(id);
-	bool		found = false;
-	MemoryContext caller_cxt = CurrentMemoryContext;
-	int			rc;
-
-	act_as_extension_owner(&saved_user);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (resource_info_plan == NULL)
-	{
-		Oid			argtype = TEXTOID;
-		SPIPlanPtr	plan = SPI_prepare("SELECT variant, path FROM notify_ext._resource_info($1)",
-									   1, &argtype);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		resource_info_plan = plan;
-	}
-	rc = SPI_execute_plan(resource_info_plan, &arg, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "resource lookup failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		path = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-
-		if (!isnull)
-		{
-			MemoryContext spi_cxt = MemoryContextSwitchTo(caller_cxt);
-			ArrayType  *arr = DatumGetArrayTypePCopy(path);
-			Datum		v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			*variant = isnull ? NULL : DatumGetTextPCopy(v);
-			deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, elems, NULL, nelems);
-			MemoryContextSwitchTo(spi_cxt);
-			found = true;
-		}
-	}
-	SPI_finish();
-	stop_acting(&saved_user);
-	return found;
-}
-
-/* Drops this session's cache of parent paths. */
-static void
-invalidate_path_cache(void)
-{
-	if (path_cache != NULL)
-	{
-		MemoryContextReset(path_cxt);
-		path_cache = NULL;
-		path_tracked_relids = NULL;
-		path_ntracked = 0;
-		path_cache_resets++;
-	}
-}
-
-/*
- * Resources changed in this transaction: drop the cache now (it may hold
- * what this transaction changed) and tell every session at commit.
- */
-static void
-resources_changed(void)
-{
-	invalidate_path_cache();
-	resources_changed_here = true;
-}
-
-PG_FUNCTION_INFO_V1(notify_ext_resources_changed);
-Datum
-notify_ext_resources_changed(PG_FUNCTION_ARGS)
-{
-	resources_changed();
-	PG_RETURN_VOID();
-}
-
-Size
-capture_shmem_size(void)
-{
-	return sizeof(pg_atomic_uint64);
-}
-
-void
-capture_shmem_init(void)
-{
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	resources_generation = ShmemInitStruct("notify_ext resources", capture_shmem_size(), &found);
-	if (!found)
-		pg_atomic_init_u64(resources_generation, 1);
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* The tables whose invalidation must drop the cache (into path_cxt). */
-static void
-load_tracked_relids(void)
-{
-	uint64		i;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT tgrelid FROM pg_catalog.pg_trigger "
-					"WHERE tgname = 'notify_ext_capture' AND tgparentid = 0", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "reading tracked tables failed");
-	path_tracked_relids = MemoryContextAlloc(path_cxt, sizeof(Oid) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		path_tracked_relids[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-																SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	path_ntracked = (int) SPI_processed;
-	SPI_finish();
-}
-
-/*
- * The path of a parent resource, cached across statements and
- * transactions until resources change.  Returns false when it is not a
- * resource.
- */
-static inline void
-remember_path(PathCacheEntry *entry, int len)
-{
-	last_path = entry;
-	last_path_resets = path_cache_resets;
-	last_path_len = len;
-}
-
-static bool
-parent_path(text *parent, Datum **elems, int *nelems)
-{
-	PathCacheEntry *entry = NULL;
-	bool		found;
-	int			len = VARSIZE_ANY_EXHDR(parent);
-	text	   *variant;
-	uint64		generation = resources_generation ? pg_atomic_read_u64(resources_generation) : 0;
-	uint64		resets_before;
-
-	if (path_cache != NULL &&
-		(generation != path_generation || hash_get_num_entries(path_cache) >= PATH_CACHE_MAX))
-		invalidate_path_cache();
-	if (path_cache == NULL)
-	{
-		HASHCTL		ctl;
-
-		if (path_cxt == NULL)
-			path_cxt = AllocSetContextCreate(TopMemoryContext,
-											 "notify_ext parent paths",
-											 ALLOCSET_DEFAULT_SIZES);
-		ctl.keysize = sizeof(((PathCacheEntry *) 0)->key);
-		ctl.entrysize = sizeof(PathCacheEntry);
-		ctl.hcxt = path_cxt;
-		load_tracked_relids();
-		path_cache = hash_create("notify_ext parent paths", 64, &ctl,
-								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		path_generation = generation;
-	}
-
-	/* Consecutive rows often share a parent. */
-	if (last_path != NULL && last_path_resets == path_cache_resets &&
-		last_path_len == len && memcmp(last_path->key, VARDATA_ANY(parent), len) == 0)
-	{
-		*elems = last_path->elems;
-		*nelems = last_path->nelems;
-		return true;
-	}
-
-	if (len < (int) sizeof(entry->key))
-	{
-		char		key[sizeof(entry->key)];
-
-		memcpy(key, VARDATA_ANY(parent), len);
-		key[len] = '\0';
-		if (strlen(key) == (size_t) len)
-		{
-			entry = hash_search(path_cache, key, HASH_ENTER, &found);
-			if (found && entry->nelems >= 0)
-			{
-				*elems = entry->elems;
-				*nelems = entry->nelems;
-				remember_path(entry, len);
-				return true;
-			}
-			/* new, or left unfilled by a lookup that failed */
-			entry->nelems = -1;
-			entry->elems = NULL;
-		}
-	}
-
-	resets_before = path_cache_resets;
-	found = lookup_resource(parent, &variant, elems, nelems);
-	/* The lookup may process invalidations that drop the cache and entry. */
-	if (path_cache_resets != resets_before)
-		entry = NULL;
-	if (!found)
-	{
-		/*
-		 * Not cached: a row inserted into a tracked table becomes a resource
-		 * without bumping the generation.
-		 */
-		if (entry != NULL)
-		{
-			if (last_path == entry)
-				last_path = NULL;
-			hash_search(path_cache, entry->key, HASH_REMOVE, NULL);
-		}
-		return false;
-	}
-
-	if (entry != NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(path_cxt);
-		int			i;
-
-		entry->elems = palloc(sizeof(Datum) * (*nelems + 1));
-		for (i = 0; i < *nelems; i++)
-			entry->elems[i] = PointerGetDatum(DatumGetTextPCopy((*elems)[i]));
-		entry->nelems = *nelems;
-		MemoryContextSwitchTo(old);
-		*elems = entry->elems;
-		remember_path(entry, len);
-	}
-	return true;
 }
 
 /* path = parent's path (or just the parent when unknown) + id */
@@ -1051,20 +770,6 @@ tracked_rel_invalidate(Datum arg, Oid relid)
 
 	if (tracked_rels == NULL)
 		return;
-	/*
-	 * A tracked table dropped, truncated or altered: its rows may be gone.
-	 * Other relations' invalidations (autovacuum sends many) keep the cache.
-	 */
-	if (path_cache != NULL)
-	{
-		bool		tracked = (relid == InvalidOid);
-		int			i;
-
-		for (i = 0; i < path_ntracked && !tracked; i++)
-			tracked = (path_tracked_relids[i] == relid);
-		if (tracked)
-			invalidate_path_cache();
-	}
 	hash_seq_init(&status, tracked_rels);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
@@ -1260,6 +965,7 @@ notify_ext_capture(PG_FUNCTION_ARGS)
 	Datum	   *pelems = NULL;
 	int			npelems = 0;
 	Datum		dangling_parent;
+	text	   *parent_variant;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -1355,7 +1061,10 @@ notify_ext_capture(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("row \"%s\" of tracked table \"%s\" names itself as its parent",
 							text_to_cstring(id), RelationGetRelationName(rel))));
-		if (!parent_path(parent, &pelems, &npelems))
+		/* A move is checked against the tree as it is now, cycles included. */
+		if (parent_moved)
+			resources_changed();
+		if (!resource_path_find(parent, &parent_variant, &pelems, &npelems))
 		{
 			if (TRIGGER_FIRED_BY_INSERT(td->tg_event) || parent_moved)
 				ereport(ERROR,
@@ -1484,23 +1193,32 @@ notify_ext_publish(PG_FUNCTION_ARGS)
 		Datum	   *elems;
 		int			nelems;
 
-		if (VARSIZE_ANY_EXHDR(id) == 0 || !lookup_resource(id, &variant, &elems, &nelems))
+		if (VARSIZE_ANY_EXHDR(id) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("resource id of an event on stream \"%s\" must not be empty",
+							text_to_cstring(stream)),
+					 errhint("Pass NULL for an event about no resource.")));
+		require_append(id);
+		/* (the path points into the lookup cache: copied before any other lookup) */
+		if (!resource_path_find(id, &variant, &elems, &nelems))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("resource \"%s\" does not exist", text_to_cstring(id)),
 					 errhint("Register it with notify_ext.register_resource() or track its table with notify_ext.track().")));
-		require_append(id);
 		values[EV_RESOURCE_ID] = PointerGetDatum(id);
 		nulls[EV_RESOURCE_ID] = false;
 		if (variant != NULL)
 		{
-			values[EV_RESOURCE_VARIANT] = PointerGetDatum(variant);
+			values[EV_RESOURCE_VARIANT] = PointerGetDatum(DatumGetTextPCopy(PointerGetDatum(variant)));
 			nulls[EV_RESOURCE_VARIANT] = false;
 		}
 		values[EV_RESOURCE_PATH] = PointerGetDatum(construct_array(elems, nelems, TEXTOID,
 																   -1, false, TYPALIGN_INT));
 		nulls[EV_RESOURCE_PATH] = false;
 	}
+	else
+		notify_require_service_caller("notify_ext.publish() of an event about no resource");
 
 	/* seq is given at commit; the caller learns the event's place in its transaction. */
 	PG_RETURN_INT64(buffer_event(values, nulls) + 1);

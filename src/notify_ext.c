@@ -15,6 +15,7 @@
 
 #include "notify_ext.h"
 #include "extension.h"
+#include "resource_path.h"
 #include "principal.h"
 #include "retention.h"
 #include "webhook.h"
@@ -50,7 +51,7 @@ notify_ext_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(ordering_shmem_size());
 	RequestAddinShmemSpace(consumer_shmem_size());
-	RequestAddinShmemSpace(capture_shmem_size());
+	RequestAddinShmemSpace(resource_path_shmem_size());
 	RequestAddinShmemSpace(summarizer_shmem_size());
 	RequestNamedLWLockTranche("notify_ext", 1);
 }
@@ -62,7 +63,7 @@ notify_ext_shmem_startup(void)
 		prev_shmem_startup_hook();
 	ordering_shmem_init();
 	consumer_shmem_init();
-	capture_shmem_init();
+	resource_path_shmem_init();
 	summarizer_shmem_init();
 }
 
@@ -86,6 +87,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("notify_ext");
 
 	capture_init();
+	resource_path_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -42,8 +42,6 @@ extern int64 ordering_committed_seq(void);
 
 /* capture.c: the change-capture trigger and the per-transaction buffer */
 extern void capture_init(void);
-extern Size capture_shmem_size(void);
-extern void capture_shmem_init(void);
 extern TupleDesc event_log_desc(void);
 
 /*

@@ -266,3 +266,19 @@ notify_ext_require_service_caller(PG_FUNCTION_ARGS)
 	notify_require_service_caller(what);
 	PG_RETURN_VOID();
 }
+
+/*
+ * notify_ext._caller_may_trigger(relation regclass): whether the caller
+ * (the outer role) may create triggers on the table, as CREATE TRIGGER
+ * would check it for that role.
+ */
+PG_FUNCTION_INFO_V1(notify_ext_caller_may_trigger);
+Datum
+notify_ext_caller_may_trigger(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+
+	if (InSecurityRestrictedOperation())
+		refuse_sro();
+	PG_RETURN_BOOL(pg_class_aclcheck(relid, GetOuterUserId(), ACL_TRIGGER) == ACLCHECK_OK);
+}

@@ -3,114 +3,50 @@
 --------------------------------------------------------------------------
 
 -- The C trigger every tracked table carries.  Its arguments hold the
--- tracking configuration: variant, id column, parent column, stream.
+-- tracking configuration: variant, id column, parent column, stream.  Only
+-- track() installs it: nobody else may name it in CREATE TRIGGER.
 CREATE OR REPLACE FUNCTION notify_ext.capture() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'notify_ext_capture';
+REVOKE ALL ON FUNCTION notify_ext.capture() FROM PUBLIC;
+
+-- Internal: the tracked tables, read from the capture triggers themselves.
+CREATE OR REPLACE FUNCTION notify_ext._tracked_tables()
+    RETURNS TABLE (relation regclass, variant text, id_column name, parent_column name,
+                   stream text, id_type regtype)
+    LANGUAGE c STABLE ROWS 10 AS 'MODULE_PATHNAME', 'notify_ext_tracked_tables';
+REVOKE ALL ON FUNCTION notify_ext._tracked_tables() FROM PUBLIC;
 
 -- Tracked tables, read from the triggers themselves so that nothing can
 -- drift: dropping a table drops its trigger and its entry here.
 CREATE OR REPLACE VIEW notify_ext.tracked_tables AS
-SELECT t.tgrelid::regclass                                    AS relation,
-       a[1]                                                   AS variant,
-       a[2]::name                                             AS id_column,
-       NULLIF(a[3], '')::name                                 AS parent_column,
-       COALESCE(NULLIF(a[4], ''),
-                format('%s.%s', n.nspname, c.relname))        AS stream,
-       (SELECT atttypid::regtype FROM pg_catalog.pg_attribute
-         WHERE attrelid = t.tgrelid AND attname = a[2]
-           AND NOT attisdropped)                              AS id_type
-  FROM pg_catalog.pg_trigger t
-  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- CROSS JOIN LATERAL (SELECT pg_catalog.string_to_array(
-            pg_catalog.rtrim(pg_catalog.encode(t.tgargs, 'escape'), '\000'),
-            '\000') AS a) args
- WHERE t.tgfoid = 'notify_ext.capture()'::regprocedure
-   AND t.tgname = 'notify_ext_capture'
-   AND t.tgparentid = 0;
+SELECT t.relation, t.variant, t.id_column, t.parent_column, t.stream, t.id_type
+  FROM notify_ext._tracked_tables() t;
 
 -- Internal: drop the sessions' cached resource paths when this transaction commits.
 CREATE OR REPLACE FUNCTION notify_ext._resources_changed() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_resources_changed';
 REVOKE ALL ON FUNCTION notify_ext._resources_changed() FROM PUBLIC;
 
--- Internal: find one resource.  Registered resources win over tracked rows;
--- among tracked tables the oldest-tracked table wins.  Returns no row when
--- the id is unknown.
+-- Internal: find one resource (in C, src/resource_path.c).  Registered
+-- resources come first; among tracked tables the oldest-tracked table wins.
+-- All NULL when the id is unknown.  Tracked tables are read as their
+-- owners, in a security-restricted operation.
 CREATE OR REPLACE FUNCTION notify_ext._find_resource(p_id text,
         OUT variant text, OUT parent_id text, OUT relation regclass)
     RETURNS record
-    LANGUAGE plpgsql STABLE STRICT
-    SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t record;
-    v_parent text;
-    v_found boolean;
-BEGIN
-    SELECT r.variant, r.parent_id INTO variant, parent_id
-      FROM notify_ext.resources r WHERE r.id = p_id;
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    FOR t IN SELECT tt.* FROM notify_ext.tracked_tables tt ORDER BY tt.relation::oid LOOP
-        CONTINUE WHEN t.id_type IS NULL;
-        BEGIN
-            EXECUTE format('SELECT true, %s FROM %s WHERE %I = $1::%s LIMIT 1',
-                           CASE WHEN t.parent_column IS NULL THEN 'NULL::text'
-                                ELSE format('%I::text', t.parent_column) END,
-                           t.relation, t.id_column, t.id_type)
-               INTO v_found, v_parent USING p_id;
-        EXCEPTION WHEN data_exception THEN
-            -- The id cannot be a value of this table's id type.
-            v_found := false;
-        END;
-        IF v_found THEN
-            variant := t.variant;
-            parent_id := v_parent;
-            relation := t.relation;
-            RETURN;
-        END IF;
-    END LOOP;
-    variant := NULL;
-    parent_id := NULL;
-    relation := NULL;
-END
-$$;
+    LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'notify_ext_find_resource';
+
+-- Internal: the same, among the rows of tracked tables only.
+CREATE OR REPLACE FUNCTION notify_ext._find_tracked_resource(p_id text,
+        OUT variant text, OUT parent_id text, OUT relation regclass)
+    RETURNS record
+    LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'notify_ext_find_tracked_resource';
 
 -- Internal: the path of a resource, root first, or NULL when unknown.  A
 -- parent that no longer exists ends the walk (it stays in the path: events
--- and grants may still name it).
+-- and grants may still name it).  22000 when the parents form a cycle.
 CREATE OR REPLACE FUNCTION notify_ext._resource_path(p_id text) RETURNS text[]
-    LANGUAGE plpgsql STABLE STRICT
-    SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_path text[] := ARRAY[p_id];
-    v_cur text := p_id;
-    r record;
-BEGIN
-    r := notify_ext._find_resource(v_cur);
-    IF r.variant IS NULL THEN
-        RETURN NULL;
-    END IF;
-    LOOP
-        EXIT WHEN r.parent_id IS NULL;
-        IF r.parent_id = ANY (v_path) THEN
-            RAISE EXCEPTION 'resource "%" is its own ancestor', r.parent_id
-                USING ERRCODE = 'data_exception',
-                      HINT = 'Move one of the resources in the cycle under another parent.';
-        END IF;
-        v_path := r.parent_id || v_path;
-        v_cur := r.parent_id;
-        r := notify_ext._find_resource(v_cur);
-        EXIT WHEN r.variant IS NULL;
-    END LOOP;
-    RETURN v_path;
-END
-$$;
+    LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'notify_ext_resource_path';
 
 -- Internal: variant and path of a resource; no row when unknown.
 CREATE OR REPLACE FUNCTION notify_ext._resource_info(p_id text, OUT variant text, OUT path text[])
@@ -125,6 +61,7 @@ AS $$
 $$;
 
 REVOKE ALL ON FUNCTION notify_ext._find_resource(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notify_ext._find_tracked_resource(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION notify_ext._resource_path(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION notify_ext._resource_info(text) FROM PUBLIC;
 
@@ -170,6 +107,7 @@ DECLARE
     v_parent_path text[];
     v_old_parent text;
     v_created boolean;
+    v_tracked regclass;
 BEGIN
     IF id IS NULL OR id = '' THEN
         RAISE EXCEPTION 'resource id must not be empty'
@@ -183,6 +121,13 @@ BEGIN
         RAISE EXCEPTION 'parent id of resource "%" must not be empty', id
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL for a root resource.';
+    END IF;
+    -- One namespace: the id of a tracked row is taken.
+    SELECT f.relation INTO v_tracked FROM notify_ext._find_tracked_resource(id) f;
+    IF v_tracked IS NOT NULL THEN
+        RAISE EXCEPTION 'resource id "%" is taken by a row of tracked table %', id, v_tracked
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Rows of tracked tables are resources already; register another id.';
     END IF;
     -- Serialize concurrent moves so that two of them cannot form a cycle.
     PERFORM pg_catalog.pg_advisory_xact_lock('notify_ext.resources'::regclass::oid::int, 0);

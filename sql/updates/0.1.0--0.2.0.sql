@@ -33,3 +33,7 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- tracked_tables reads the capture triggers through a C function now; its
+-- name columns change collation, which CREATE OR REPLACE VIEW cannot do.
+DROP VIEW notify_ext.tracked_tables;

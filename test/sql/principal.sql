@@ -110,6 +110,7 @@ SET notify_ext.principal = 'User#7';
 SELECT notify_ext.publish('regress.principal', 'user.view', '{}') > 0 AS published;
 RESET notify_ext.principal;
 RESET ROLE;
+-- (an event about no resource is a service call)
 SET ROLE regress_alice;
 SELECT regress_try($$SELECT notify_ext.publish('regress.principal', 'user.view', '{}')$$);
 RESET ROLE;

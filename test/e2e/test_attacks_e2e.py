@@ -1,0 +1,295 @@
+"""Attacks on the trust boundaries of contract section 8, each tried by a
+role with less than a superuser's rights:
+
+- mallory: a plain login role (PUBLIC's TEMP on the database, nothing else);
+- svc: a member of notify_ext.app_role that owns schema svc and may put
+  whatever it likes there (operators, types, functions, tables);
+- bob: a tenant whose resources the others try to reach.
+
+Every payload an attacker plants records who ran it in public.evidence
+and, when that is a superuser, makes the attacker a superuser.  After
+each attack: no attacker is a superuser, and no planted code ran as a
+superuser or as the extension's owner.
+"""
+
+import json
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from conftest import dsn_for
+
+MALLORY = "attack_mallory"
+SVC = "attack_svc"
+BOB = "attack_bob"
+APP = "attack_app"
+ROLES = (MALLORY, SVC, BOB, APP)
+
+# A function that becomes a payload in every attack: it records who runs
+# it and, if that is a superuser, hands the attacker superuser rights.
+PAYLOAD = """
+CREATE FUNCTION {schema}.payload(v anyelement, attacker text) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.evidence VALUES (current_user, attacker, pg_catalog.now());
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user) THEN
+        EXECUTE pg_catalog.format('ALTER ROLE %I SUPERUSER', attacker);
+    END IF;
+    RETURN true;
+END$$;
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(db_dsn):
+    dbname = psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"]
+    with psycopg.connect(db_dsn, autocommit=True) as su:
+        for r in ROLES:
+            su.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(r)))
+        for r in (MALLORY, SVC, BOB):
+            su.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(r)))
+        su.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(APP)))
+        su.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(APP), sql.Identifier(SVC)))
+        su.execute(sql.SQL("ALTER DATABASE {} SET notify_ext.app_role = {}").format(
+            sql.Identifier(dbname), sql.Literal(APP)))
+        su.execute(sql.SQL("CREATE SCHEMA svc AUTHORIZATION {}").format(sql.Identifier(SVC)))
+        su.execute("CREATE TABLE public.evidence (run_as text, attacker text, at timestamptz)")
+        su.execute("GRANT INSERT, SELECT ON public.evidence TO PUBLIC")
+        # bob's tree: a project with a collection, both registered.
+        su.execute("SELECT notify_ext.register_resource('bob_p', 'project')")
+        su.execute("SELECT notify_ext.register_resource('c2', 'collection', 'bob_p')")
+        su.execute("SELECT notify_ext.grant_permission(%s, 'bob_p', 'ADMIN')", (BOB,))
+        # A tracked table of the application's, with a row c1.
+        su.execute("CREATE TABLE public.collections (id text PRIMARY KEY, project text)")
+        su.execute("SELECT notify_ext.track('public.collections', 'collection', parent_column => 'project')")
+        su.execute("INSERT INTO public.collections VALUES ('c1', 'bob_p')")
+        su.execute(sql.SQL("GRANT SELECT ON public.collections TO {}").format(sql.Identifier(BOB)))
+    yield db_dsn
+    with psycopg.connect(db_dsn, autocommit=True) as su:
+        su.execute(sql.SQL("ALTER DATABASE {} RESET notify_ext.app_role").format(sql.Identifier(dbname)))
+        su.execute("DROP SCHEMA svc CASCADE")
+        for r in ROLES:
+            su.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(r)))
+    with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+        su.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        for r in ROLES:
+            su.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(r)))
+
+
+def login(dsn, role, autocommit=True):
+    return psycopg.connect(dsn, user=role, autocommit=autocommit)
+
+
+def sqlstate(conn, statement, params=None):
+    """Runs statement; returns None, or the SQLSTATE it failed with."""
+    try:
+        with conn.transaction():
+            conn.execute(statement, params)
+        return None
+    except psycopg.Error as e:
+        return e.sqlstate
+
+
+def assert_no_escalation(dsn):
+    with psycopg.connect(dsn) as su:
+        supers = su.execute(
+            "SELECT rolname FROM pg_roles WHERE rolsuper AND rolname = ANY(%s)", (list(ROLES),)
+        ).fetchall()
+        assert supers == [], f"an attacker became superuser: {supers}"
+        privileged = su.execute(
+            "SELECT DISTINCT e.run_as FROM public.evidence e JOIN pg_roles r ON r.rolname = e.run_as"
+            " WHERE r.rolsuper OR r.oid = (SELECT nspowner FROM pg_namespace WHERE nspname = 'notify_ext')"
+        ).fetchall()
+        assert privileged == [], f"planted code ran as {privileged}"
+
+
+def events_under(dsn, resource):
+    with psycopg.connect(dsn) as su:
+        return su.execute(
+            "SELECT operation, resource_id, actor FROM notify_ext.events"
+            " WHERE %s = ANY(resource_path) ORDER BY seq", (resource,)
+        ).fetchall()
+
+
+def test_temp_table_domain_check_does_not_run_as_owner(setup):
+    """Item 1: a domain check on a tracked temp table's id ran as the owner."""
+    with login(setup, MALLORY) as m:
+        m.execute(PAYLOAD.format(schema="pg_temp"))
+        m.execute("CREATE DOMAIN pg_temp.d AS text CHECK (pg_temp.payload(VALUE, 'attack_mallory'))")
+        m.execute("CREATE TEMP TABLE t (id pg_temp.d PRIMARY KEY, parent text)")
+        assert sqlstate(m, "SELECT notify_ext.track('pg_temp.t', 'x')") == "42501"
+        m.execute("INSERT INTO t VALUES ('m1', NULL)")
+        assert sqlstate(m, "SELECT notify_ext.resource_path('m1')") == "42704"
+        assert sqlstate(m, "SELECT notify_ext.has_permission('x', 'm1', 'READ')") == "42704"
+    assert_no_escalation(setup)
+
+
+def test_service_caller_cannot_track_a_temp_table(setup):
+    with login(setup, SVC) as s:
+        s.execute("CREATE TEMP TABLE tt (id text PRIMARY KEY)")
+        assert sqlstate(s, "SELECT notify_ext.track('pg_temp.tt', 'x')") == "22023"
+
+
+def test_operator_in_callers_search_path_is_not_used_when_renumbering(setup):
+    """Item 2: renumbering spilled events ran an UPDATE as the owner under
+    the caller's search_path, where the caller had put its own operator."""
+    with login(setup, SVC, autocommit=False) as s:
+        s.execute(PAYLOAD.format(schema="svc"))
+        s.execute("""CREATE FUNCTION svc.evil_plus(a bigint, b bigint) RETURNS bigint
+                     LANGUAGE plpgsql AS $$ BEGIN PERFORM svc.payload(a, 'attack_svc');
+                     RETURN a OPERATOR(pg_catalog.+) b; END $$""")
+        s.execute("CREATE OPERATOR svc.+ (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = svc.evil_plus)")
+        s.execute("CREATE OPERATOR svc.- (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = svc.evil_plus)")
+        s.commit()
+        s.execute("SET search_path = svc, pg_catalog")
+        s.execute("SET notify_ext.event_buffer = '64kB'")
+        for i in range(1000):
+            s.execute("SELECT notify_ext.publish('spill', 'x.made', jsonb_build_object('pad', repeat('x', 500), 'i', %s))", (i,))
+        s.commit()
+    assert_no_escalation(setup)
+
+
+def test_registering_a_tracked_id_is_refused(setup):
+    """Item 3: registering the id of a tracked row took over its subtree."""
+    with login(setup, MALLORY) as m:
+        assert sqlstate(m, "SELECT notify_ext.register_resource('c1', 'project')") == "23505"
+        assert sqlstate(m, "SELECT notify_ext.register_resource('c1', 'project', 'bob_p')") == "23505"
+        # Nor can it change a registered resource it does not administer.
+        assert sqlstate(m, "SELECT notify_ext.register_resource('c2', 'collection', NULL)") == "42501"
+    with psycopg.connect(setup) as su:
+        path = su.execute("SELECT notify_ext.resource_path('c1')").fetchone()[0]
+        assert path == ["bob_p", "c1"]
+        assert su.execute("SELECT notify_ext.has_permission(%s, 'c1', 'READ')", (MALLORY,)).fetchone()[0] is False
+        assert su.execute("SELECT notify_ext.has_permission(%s, 'c1', 'READ')", (BOB,)).fetchone()[0] is True
+
+
+def test_forged_events_under_another_tenants_resource(setup):
+    """Item 4: a table anyone tracks wrote events under bob's resources."""
+    with login(setup, BOB) as b:
+        consumer = b.execute("SELECT notify_ext.create_stream_consumer('c2', deliver => 'new')").fetchone()[0]
+    before = events_under(setup, "c2")
+    with login(setup, MALLORY) as m:
+        m.execute("CREATE TEMP TABLE forged (id text PRIMARY KEY, parent text)")
+        assert sqlstate(m, "SELECT notify_ext.track('pg_temp.forged', 'dataset', parent_column => 'parent')") == "42501"
+        # Nor by installing the capture trigger by hand.
+        assert sqlstate(m, "CREATE TRIGGER notify_ext_capture AFTER INSERT ON forged FOR EACH ROW "
+                           "EXECUTE FUNCTION notify_ext.capture('dataset', 'id', 'parent', '')") == "42501"
+        m.execute("INSERT INTO forged VALUES ('d_forged', 'c2')")
+        # Nor by publishing about bob's resource.
+        assert sqlstate(m, "SELECT notify_ext.publish('s', 'dataset.create', '{}', 'c2')") == "42501"
+        # Nor by publishing without a resource (a service call).
+        assert sqlstate(m, "SELECT notify_ext.publish('s', 'dataset.create', '{}')") == "42501"
+    with login(setup, BOB) as b:
+        got = b.execute("SELECT message FROM notify_ext.get_event_message_batch(%s, 100)", (consumer,)).fetchall()
+        assert got == [], f"bob's consumer received forged events: {got}"
+    assert events_under(setup, "c2") == before
+
+
+def test_other_sessions_are_not_denied_service(setup):
+    """Item 5: one session's tracked temp table broke everyone's lookups."""
+    with login(setup, MALLORY) as m, login(setup, BOB) as b:
+        m.execute("CREATE TEMP TABLE dos (id text PRIMARY KEY)")
+        assert sqlstate(m, "SELECT notify_ext.track('pg_temp.dos', 'x')") == "42501"
+        assert b.execute("SELECT notify_ext.resource_path('c1')").fetchone()[0] == ["bob_p", "c1"]
+        assert b.execute("SELECT notify_ext.has_permission(%s, 'c2', 'READ')", (BOB,)).fetchone()[0]
+        assert b.execute("SELECT notify_ext.publish('s', 'note', '{}', 'c2')").fetchone()[0] == 1
+
+
+# Variants of the same classes, planted by a service caller in tables it owns
+# and tracks.  The extension reads those tables (ids and parents) only as
+# their owner, in a security-restricted operation.
+
+VARIANTS = {
+    "equality_operator": """
+        CREATE TYPE svc.tag AS (v text);
+        CREATE FUNCTION svc.tag_eq(a svc.tag, b svc.tag) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN PERFORM svc.payload(1, 'attack_svc'); RETURN (a).v = (b).v; END $$;
+        CREATE OPERATOR svc.= (LEFTARG = svc.tag, RIGHTARG = svc.tag, FUNCTION = svc.tag_eq);
+        CREATE TABLE svc.t_equality_operator (id svc.tag, parent text);
+    """,
+    "domain_check": """
+        CREATE DOMAIN svc.dom AS text CHECK (svc.payload(VALUE, 'attack_svc'));
+        CREATE TABLE svc.t_domain_check (id svc.dom PRIMARY KEY, parent text);
+    """,
+    "default_expression": """
+        CREATE TABLE svc.t_default_expression (id text PRIMARY KEY, parent text,
+            note boolean DEFAULT svc.payload(1, 'attack_svc'));
+    """,
+    "trigger": """
+        CREATE TABLE svc.t_trigger (id text PRIMARY KEY, parent text);
+        CREATE FUNCTION svc.trg() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM svc.payload(1, 'attack_svc'); RETURN NEW; END $$;
+        CREATE TRIGGER evil BEFORE INSERT OR UPDATE ON svc.t_trigger FOR EACH ROW EXECUTE FUNCTION svc.trg();
+    """,
+    "index_expression": """
+        CREATE FUNCTION svc.imm(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+            BEGIN PERFORM svc.payload(1, 'attack_svc'); RETURN t; END $$;
+        CREATE TABLE svc.t_index_expression (id text PRIMARY KEY, parent text);
+        CREATE INDEX ON svc.t_index_expression (svc.imm(id));
+    """,
+    # Operators and functions that shadow pg_catalog's for callers whose
+    # search_path puts svc first.
+    "shadowed_builtins": """
+        CREATE FUNCTION svc.text_eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN PERFORM svc.payload(1, 'attack_svc'); RETURN a OPERATOR(pg_catalog.=) b; END $$;
+        CREATE OPERATOR svc.= (LEFTARG = text, RIGHTARG = text, FUNCTION = svc.text_eq);
+        CREATE FUNCTION svc.text_cat(a text, b text) RETURNS text LANGUAGE plpgsql AS $$
+            BEGIN PERFORM svc.payload(1, 'attack_svc'); RETURN pg_catalog.textcat(a, b); END $$;
+        CREATE OPERATOR svc.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = svc.text_cat);
+        CREATE FUNCTION svc.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+            BEGIN PERFORM svc.payload(1, 'attack_svc'); RETURN pg_catalog.now(); END $$;
+        CREATE TABLE svc.t_shadowed_builtins (id text PRIMARY KEY, parent text);
+    """,
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_planted_code_in_a_tracked_table_never_runs_as_owner(setup, variant):
+    table = f"svc.t_{variant}"
+    with login(setup, SVC) as s:
+        if s.execute("SELECT to_regprocedure('svc.payload(anyelement,text)')").fetchone()[0] is None:
+            s.execute(PAYLOAD.format(schema="svc"))
+        s.execute(VARIANTS[variant])
+        s.execute("SET search_path = svc, pg_catalog")
+        s.execute("SELECT notify_ext.track(%s::regclass, 'item', parent_column => 'parent')", (table,))
+        if variant == "equality_operator":
+            # (a composite id's text form is "(value)")
+            s.execute(f"INSERT INTO {table} VALUES (ROW('k_{variant}'), 'c1'), (ROW('k2_{variant}'), '(k_{variant})')")
+        else:
+            s.execute(f"INSERT INTO {table} VALUES ('k_{variant}', 'c1'), ('k2_{variant}', 'k_{variant}')")
+        s.execute("SELECT notify_ext.grant_permission(%s, 'c1', 'READ')", (BOB,))
+    with psycopg.connect(setup, autocommit=True) as su:
+        su.execute("DELETE FROM public.evidence")
+    lookups = [f"k_{variant}", f"(k_{variant})", "c1", "nope"]
+    for who in (MALLORY, BOB, SVC):
+        with login(setup, who) as c:
+            c.execute("SET search_path = svc, public, pg_catalog")
+            for rid in lookups:
+                sqlstate(c, "SELECT notify_ext.resource_path(%s)", (rid,))
+                sqlstate(c, "SELECT notify_ext.has_permission(%s, %s, 'READ')", (who, rid))
+                sqlstate(c, "SELECT notify_ext.publish('s', 'note', '{}', %s)", (rid,))
+                sqlstate(c, "SELECT notify_ext.create_stream_consumer(%s)", (rid,))
+                sqlstate(c, "SELECT notify_ext.register_resource('r_' || md5(%s), 'thing', %s)", (rid, rid))
+                sqlstate(c, "SELECT notify_ext.request_access(%s, 'READ')", (rid,))
+    with psycopg.connect(setup, autocommit=True) as su:
+        su.execute("SELECT notify_ext.prune()")
+        for rid in lookups:
+            sqlstate(su, "SELECT notify_ext.resource_path(%s)", (rid,))
+    assert_no_escalation(setup)
+    with psycopg.connect(setup) as su:
+        ran_as = {r for (r,) in su.execute("SELECT DISTINCT run_as FROM public.evidence")}
+    # Looking an id up runs a domain's check (of this variant's table or of
+    # an earlier one's), as the table's owner only.
+    assert ran_as <= {SVC}
+    if variant == "domain_check":
+        assert ran_as == {SVC}
+
+
+def test_nothing_written_under_a_resource_without_append(setup):
+    with login(setup, MALLORY) as m:
+        assert sqlstate(m, "SELECT notify_ext.register_resource('m_child', 'thing', 'c2')") == "42501"
+        assert sqlstate(m, "SELECT notify_ext.publish('s', 'x', '{}', 'c1')") == "42501"
+        assert sqlstate(m, "SELECT notify_ext.request_access('c2', 'READ')") is None
+    assert not [e for e in events_under(setup, "bob_p") if e[2] == MALLORY]
+    assert_no_escalation(setup)
