@@ -80,6 +80,12 @@ act_as(Oid role, bool restricted, ActingRole *saved)
 }
 
 void
+pin_worker_search_path(void)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+void
 act_as_extension_owner(ActingRole *saved)
 {
 	act_as(extension_owner(), false, saved);

@@ -35,4 +35,10 @@ extern void act_as(Oid role, bool restricted, ActingRole *saved);
 extern void act_as_extension_owner(ActingRole *saved);
 extern void stop_acting(ActingRole *saved);
 
+/*
+ * For background workers, once connected: search_path is pinned for the
+ * whole session, whatever the database's or the role's settings say.
+ */
+extern void pin_worker_search_path(void);
+
 #endif							/* NOTIFY_EXT_EXTENSION_H */

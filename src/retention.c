@@ -80,6 +80,7 @@
 #include "utils/timestamp.h"
 
 #include "notify_ext.h"
+#include "extension.h"
 #include "event_route.h"
 #include "principal.h"
 #include "retention.h"
@@ -745,6 +746,7 @@ notify_ext_cron_worker_main(Datum arg)
 				 errmsg("notify_ext pg_cron call: could not attach to its shared memory segment")));
 	call = dsm_segment_address(seg);
 	BackgroundWorkerInitializeConnectionByOid(call->dboid, call->useroid, 0);
+	pin_worker_search_path();
 
 	cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
@@ -1014,6 +1016,7 @@ notify_ext_dropper_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.useroid, 0);
+	pin_worker_search_path();
 	compress_own_wal(GUC_ACTION_SET);	/* for the rest of this short life */
 
 	SetCurrentStatementStartTimestamp();

@@ -326,6 +326,7 @@ notify_ext_summarizer_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
+	pin_worker_search_path();
 
 	SpinLockAcquire(&shared->mutex);
 	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)

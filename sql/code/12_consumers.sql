@@ -208,11 +208,11 @@ CREATE OR REPLACE FUNCTION notify_ext._in_scope(c notify_ext.consumers, e notify
     RETURNS boolean
     LANGUAGE sql IMMUTABLE
 AS $$
-    SELECT (c.resource_id IS NULL OR e.resource_id = c.resource_id
-            OR (c.include_subresources AND c.resource_id = ANY (e.resource_path)))
-       AND (c.streams IS NULL OR e.stream = ANY (c.streams))
-       AND (c.operations IS NULL OR e.operation = ANY (c.operations))
-       AND (c.from_date IS NULL OR e.occurred_at >= c.from_date)
+    SELECT (c.resource_id IS NULL OR e.resource_id OPERATOR(pg_catalog.=) c.resource_id
+            OR (c.include_subresources AND c.resource_id OPERATOR(pg_catalog.=) ANY (e.resource_path)))
+       AND (c.streams IS NULL OR e.stream OPERATOR(pg_catalog.=) ANY (c.streams))
+       AND (c.operations IS NULL OR e.operation OPERATOR(pg_catalog.=) ANY (c.operations))
+       AND (c.from_date IS NULL OR e.occurred_at OPERATOR(pg_catalog.>=) c.from_date)
 $$;
 REVOKE ALL ON FUNCTION notify_ext._in_scope(notify_ext.consumers, notify_ext.event_log) FROM PUBLIC;
 

@@ -1,3 +1,23 @@
+-- The schema must be the extension's own: one that someone else made
+-- beforehand could hold their objects, or let them add some later.
+DO $$
+DECLARE
+    v_owner name;
+BEGIN
+    SELECT pg_catalog.pg_get_userbyid(n.nspowner) INTO v_owner
+      FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'notify_ext';
+    IF v_owner OPERATOR(pg_catalog.<>) CURRENT_USER
+       OR EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace)
+       OR EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.pronamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace)
+       OR EXISTS (SELECT FROM pg_catalog.pg_type t WHERE t.typnamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace)
+       OR EXISTS (SELECT FROM pg_catalog.pg_operator o WHERE o.oprnamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace) THEN
+        RAISE EXCEPTION 'schema "notify_ext" exists already (owned by role "%")', v_owner
+            USING ERRCODE = 'duplicate_schema',
+                  HINT = 'notify_ext creates its schema itself: drop the schema, or move what it holds elsewhere, then CREATE EXTENSION again.';
+    END IF;
+END
+$$;
+
 -- Fails with 55000 unless notify_ext is in shared_preload_libraries:
 -- without it events cannot be numbered, and every write to a tracked table
 -- would fail later instead.

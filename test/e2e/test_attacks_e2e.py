@@ -293,3 +293,26 @@ def test_nothing_written_under_a_resource_without_append(setup):
         assert sqlstate(m, "SELECT notify_ext.request_access('c2', 'READ')") is None
     assert not [e for e in events_under(setup, "bob_p") if e[2] == MALLORY]
     assert_no_escalation(setup)
+
+
+def test_a_schema_made_beforehand_by_someone_else_is_refused(setup):
+    """A role with CREATE on a database makes schema notify_ext, with a
+    function of its own in it, before a superuser creates the extension."""
+    name = "attack_preschema"
+    with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+        su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        su.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        su.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(name), sql.Identifier(MALLORY)))
+    try:
+        with login(dsn_for(name), MALLORY) as m:
+            m.execute("CREATE SCHEMA notify_ext")
+            m.execute("CREATE FUNCTION notify_ext.current_principal() RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$")
+        with psycopg.connect(dsn_for(name), autocommit=True) as su:
+            assert sqlstate(su, "CREATE EXTENSION notify_ext") == "42P06"
+            # An empty schema the superuser made itself is fine.
+            su.execute("DROP SCHEMA notify_ext CASCADE")
+            su.execute("CREATE SCHEMA notify_ext")
+            su.execute("CREATE EXTENSION notify_ext")
+    finally:
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            su.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
