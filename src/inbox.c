@@ -21,8 +21,6 @@
  */
 #include "postgres.h"
 
-#include <sodium.h>
-
 #include "access/heapam.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -53,29 +51,13 @@
 #include "notify_ext.h"
 #include "principal.h"
 
-#define CHANNEL_PREFIX "notify_ext_inbox_"
-#define CHANNEL_HASH_BYTES 16
-#define CHANNEL_LEN (sizeof(CHANNEL_PREFIX) + CHANNEL_HASH_BYTES * 2 + 1)
+#define CHANNEL_LEN NAMEDATALEN
 #define NOTIFY_PAYLOAD_LIMIT 8000
-
-static unsigned char channel_key[NOTIFY_EXT_KEY_BYTES];
-static bool channel_key_loaded = false;
 
 static void
 inbox_channel(const char *principal, size_t len, char *out)
 {
-	unsigned char h[CHANNEL_HASH_BYTES];
-
-	if (!channel_key_loaded)
-	{
-		notify_ext_server_key("inbox-channel", channel_key);
-		(void) sodium_mlock(channel_key, sizeof(channel_key));
-		channel_key_loaded = true;
-	}
-	crypto_generichash(h, sizeof(h), (const unsigned char *) principal, len,
-					   channel_key, sizeof(channel_key));
-	memcpy(out, CHANNEL_PREFIX, sizeof(CHANNEL_PREFIX) - 1);
-	sodium_bin2hex(out + sizeof(CHANNEL_PREFIX) - 1, CHANNEL_HASH_BYTES * 2 + 1, h, sizeof(h));
+	notify_ext_channel_name("inbox-channel", "notify_ext_inbox_", principal, len, out);
 }
 
 /*
