@@ -62,10 +62,10 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext._inbox_compact(text[]) FROM PUBLIC;
 
 -- Insert: one count delta per (recipient, type), the NOTIFY of every new row
--- (sent when the transaction commits, in insertion order: the
--- notification's JSON, or {"id": …, "truncated": true} from 8000 bytes on),
--- then folding.  In C (src/inbox.c): it reads the transition table once and
--- computes each recipient's channel once per statement.
+-- (sent when the transaction commits, in insertion order, payload {"id": n}
+-- only: the recipient fetches it with get_notification()), then folding.  In
+-- C (src/inbox.c): it reads the transition table once and computes each
+-- recipient's channel once per statement.
 CREATE OR REPLACE FUNCTION notify_ext._inbox_after_insert() RETURNS trigger
     LANGUAGE c
     SECURITY DEFINER
@@ -284,6 +284,37 @@ BEGIN
              LIMIT items_per_page OFFSET page::bigint * items_per_page) x;
     RETURN pg_catalog.jsonb_build_object('itemsInTotal', v_total, 'itemsPerPage', items_per_page,
                                          'pageNumber', page, 'items', v_items);
+END
+$$;
+
+-- One of the caller's own notifications, in the item shape of
+-- list_notifications(): what a listener fetches for the {"id": n} it got on
+-- subscription_channel().  42704 alike for an unknown id and for someone
+-- else's, so that the answer tells nothing about other inboxes.
+CREATE OR REPLACE FUNCTION notify_ext.get_notification(id bigint) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_me text := notify_ext.current_principal();
+    v_item jsonb;
+BEGIN
+    IF get_notification.id IS NULL THEN
+        RAISE EXCEPTION 'id must not be null'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the id of one of your notifications, e.g. from the payload on notify_ext.subscription_channel().';
+    END IF;
+    SELECT notify_ext._inbox_item(n.id, n.type, n.message, n.meta, n.ts, n.read) INTO v_item
+      FROM notify_ext.notifications n
+     WHERE n.id OPERATOR(pg_catalog.=) get_notification.id
+       AND n.recipient OPERATOR(pg_catalog.=) v_me;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'notification % is not in the inbox of principal "%"', get_notification.id, v_me
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'It does not exist, was acknowledged or deleted, or belongs to someone else; notify_ext.list_notifications() lists your own.';
+    END IF;
+    RETURN v_item;
 END
 $$;
 

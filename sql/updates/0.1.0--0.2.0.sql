@@ -25,3 +25,9 @@ BEGIN
     END LOOP;
 END
 $$;
+
+--------------------------------------------------------------------------
+-- Live channels carry ids only: the internal _inbox_notify(recipient, id)
+-- replaces the one that also took the notification's content.
+--------------------------------------------------------------------------
+DROP FUNCTION IF EXISTS notify_ext._inbox_notify(text, bigint, text, text, jsonb, jsonb, timestamptz, boolean);

@@ -3,6 +3,7 @@
 -- all) and delete_notifications, refused with 42501 for plain roles; user
 -- calls list_notifications (shape, newest first, paging, type/since
 -- filters, itemsInTotal), mark_as_read / mark_all_as_read,
+-- get_notification (own only: 42704 alike for unknown and someone else's),
 -- get_personal_notifications, acknowledge_personal_notifications (failures
 -- are ids that are unknown or someone else's, and nothing of anyone else's
 -- changes), unread_count, set_notification_preference (a switched-off type
@@ -83,6 +84,32 @@ SELECT array_agg(id ORDER BY id) AS bob_ids FROM notify_ext.notifications
  WHERE recipient = 'regress_bob' \gset
 SELECT array_agg(id ORDER BY ts) AS alice_ids FROM notify_ext.notifications
  WHERE recipient = 'regress_alice' \gset
+-- get_notification: one of the caller's own, in the item shape of
+-- list_notifications(); someone else's and unknown ids are both 42704.
+SET ROLE regress_alice;
+SELECT notify_ext.get_notification((:'alice_ids'::bigint[])[1]) - 'id' AS own;
+SELECT notify_ext.get_notification(id) = item AS same_as_listed
+  FROM (SELECT (x ->> 'id')::bigint AS id, x AS item
+          FROM jsonb_array_elements(notify_ext.list_notifications() -> 'items') x) l;
+-- The same answer for both, but for the id.
+SELECT regexp_replace(regress_try(format('SELECT notify_ext.get_notification(%s)', (:'bob_ids'::bigint[])[1])),
+                      'notification [0-9]+ ', 'notification <id> ') AS others,
+       regexp_replace(regress_try($$SELECT notify_ext.get_notification(-5)$$),
+                      'notification -5 ', 'notification <id> ') AS unknown;
+SELECT regress_try($$SELECT notify_ext.get_notification(-5)$$) AS unknown;
+SELECT regress_try($$SELECT notify_ext.get_notification(NULL)$$) AS null_id;
+RESET ROLE;
+SET ROLE regress_bob;
+SELECT notify_ext.get_notification((:'bob_ids'::bigint[])[1]) ->> 'message' AS bobs_own;
+RESET ROLE;
+SET ROLE regress_svc;
+SET notify_ext.principal = 'regress_alice';
+SELECT notify_ext.get_notification((:'alice_ids'::bigint[])[1]) ->> 'message' AS app_for_alice;
+RESET notify_ext.principal;
+SELECT regexp_replace(regress_try(format('SELECT notify_ext.get_notification(%s)', (:'alice_ids'::bigint[])[1])),
+                      'notification [0-9]+ ', 'notification <id> ') AS app_itself;
+RESET ROLE;
+
 SET ROLE regress_alice;
 SELECT notify_ext.mark_as_read(ARRAY[(:'alice_ids'::bigint[])[1], (:'bob_ids'::bigint[])[1], -5, NULL])
        = ARRAY[-5, (:'bob_ids'::bigint[])[1]] AS failures_are_bob_and_unknown;
@@ -297,6 +324,7 @@ SELECT regress_try($$TRUNCATE notify_ext.notifications$$);
 SELECT regress_try($$ALTER TABLE notify_ext.notifications DISABLE ROW LEVEL SECURITY$$);
 SELECT regress_try($$SELECT notify_ext._notify('regress_bob', 'T', 'm', NULL, now(), NULL)$$);
 SELECT regress_try($$SELECT notify_ext._inbox_channel('regress_bob')$$);
+SELECT regress_try($$SELECT notify_ext._inbox_notify('regress_bob', 1)$$);
 SELECT regress_try($$SELECT notify_ext._inbox_not_mine('regress_bob', '{1}')$$);
 SELECT regress_try($$SELECT notify_ext._inbox_compact('{regress_bob}')$$);
 SELECT regress_try($$SET notify_ext.principal = 'regress_bob'$$);
