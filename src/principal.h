@@ -23,7 +23,8 @@
  *     a valid identifier shorter than NAMEDATALEN (prefix: lower-case
  *     letters, digits and "_", at most 31 bytes).  Channel names are
  *     capabilities: whoever knows one can LISTEN on it.  Purposes in use:
- *     "inbox-channel" (msg = principal, inbox.c).
+ *     "inbox-channel" (msg = principal, inbox.c) and "consumer-channel"
+ *     (msg = the consumer's 16 uuid bytes, consumer.c).
  */
 #ifndef NOTIFY_EXT_PRINCIPAL_H
 #define NOTIFY_EXT_PRINCIPAL_H
