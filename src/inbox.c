@@ -351,7 +351,9 @@ fold_check_sampled(int nrecipients)
  * Inserts one count delta row per entry of counts (key "recipient\0type",
  * copied; a = total, b = unread), then folds the deltas of those recipients
  * that have many (notify_ext._inbox_compact()), checking a sample of them
- * when there are many (fold_check_sampled()).  SPI must be connected.
+ * when there are many (fold_check_sampled()).  However many are checked,
+ * _inbox_compact() locks only those it folds, at most 32 per call.  SPI
+ * must be connected.
  */
 static void
 add_counts_and_fold(KSet *counts, MemoryContext cxt)

@@ -30,28 +30,49 @@ $$;
 -- type.  Never waits: a recipient another open transaction is folding is
 -- skipped, and so is everything outside READ COMMITTED (where deleting a row
 -- another transaction deleted would be a serialization failure).
+--
+-- Locks stay bounded however many recipients a statement touches: the
+-- recipients that need folding are chosen first, without any lock, and at
+-- most 32 of them per call (those with the most delta rows; the others are
+-- folded by later calls).  Only those are locked, one advisory lock per slot
+-- hashtext(recipient) & 255, so that a transaction never holds more than
+-- 256 of them whatever it does.  Two recipients in one slot are never
+-- folded by two transactions at once; that only delays folding, the counts
+-- are exact either way.
 CREATE OR REPLACE FUNCTION notify_ext._inbox_compact(recipients text[]) RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_need text[];
+    v_mine text[];
 BEGIN
     IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
         RETURN;
     END IF;
-    WITH need AS (
-        SELECT c.recipient FROM notify_ext.inbox_counts c
-         WHERE c.recipient = ANY (recipients)
-         GROUP BY c.recipient
-        HAVING count(*) > 2 * count(DISTINCT c.type) + 8),
-    mine AS MATERIALIZED (
-        SELECT need.recipient FROM need
-         WHERE pg_catalog.pg_try_advisory_xact_lock(
-                   'notify_ext.inbox_counts'::pg_catalog.regclass::pg_catalog.oid::integer,
-                   pg_catalog.hashtext(need.recipient))),
-    d AS (
-        DELETE FROM notify_ext.inbox_counts c USING mine
-         WHERE c.recipient = mine.recipient
+    -- A statement of its own, so that no lock is taken before the count test.
+    SELECT pg_catalog.array_agg(n.recipient) INTO v_need
+      FROM (SELECT c.recipient FROM notify_ext.inbox_counts c
+             WHERE c.recipient = ANY (recipients)
+             GROUP BY c.recipient
+            HAVING count(*) > 2 * count(DISTINCT c.type) + 8
+             ORDER BY count(*) DESC, c.recipient
+             LIMIT 32) n;
+    IF v_need IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT pg_catalog.array_agg(r) INTO v_mine
+      FROM pg_catalog.unnest(v_need) r
+     WHERE pg_catalog.pg_try_advisory_xact_lock(
+               'notify_ext.inbox_counts'::pg_catalog.regclass::pg_catalog.oid::integer,
+               pg_catalog.hashtext(r) & 255);
+    IF v_mine IS NULL THEN
+        RETURN;
+    END IF;
+    WITH d AS (
+        DELETE FROM notify_ext.inbox_counts c
+         WHERE c.recipient = ANY (v_mine)
         RETURNING c.recipient, c.type, c.total, c.unread)
     INSERT INTO notify_ext.inbox_counts (recipient, type, total, unread)
     SELECT d.recipient, d.type, sum(d.total), sum(d.unread) FROM d

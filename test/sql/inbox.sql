@@ -8,8 +8,10 @@
 -- are ids that are unknown or someone else's, and nothing of anyone else's
 -- changes), unread_count, set_notification_preference (a switched-off type
 -- is not stored), subscription_channel; every error; the counts staying
--- right through folding; row-level security: a plain role cannot read,
--- change or create anyone else's rows with any SQL it can write.
+-- right through folding, which locks only recipients that need it (at most
+-- 32 per call: deleting 20,000 recipients' notifications at once works);
+-- row-level security: a plain role cannot read, change or create anyone
+-- else's rows with any SQL it can write.
 \set SHOW_CONTEXT never
 -- list_notifications() without the ids.
 CREATE FUNCTION pg_temp.page(l jsonb) RETURNS jsonb LANGUAGE sql AS $$
@@ -356,6 +358,58 @@ SET notify_ext.principal = 'regress_alice';
 SELECT notify_ext.subscription_channel() = :'alice_channel' AS app_gets_users_channel;
 RESET notify_ext.principal;
 RESET ROLE;
+
+-- Folding locks only recipients that need folding, at most 32 per call.
+-- 20,000 notifications for 20,000 distinct recipients (half by the bulk
+-- call, half by an INSERT through the C insert trigger), then all deleted
+-- in one call: nobody needs folding and no lock is taken (a lock per
+-- recipient checked would run out of shared memory, 53200).
+BEGIN;
+SET LOCAL ROLE regress_svc;
+SELECT array_length(notify_ext.create_notifications_bulk(
+         (SELECT jsonb_agg(jsonb_build_object('user', 'regress_d' || g,
+                                              'notification', jsonb_build_object('type', 'D', 'message', 'd' || g)))
+            FROM generate_series(1, 10000) g)), 1) AS created;
+RESET ROLE;
+INSERT INTO notify_ext.notifications (recipient, type, message)
+SELECT 'regress_d' || g, 'D', 'd' || g FROM generate_series(10001, 20000) g;
+SELECT count(*) AS advisory_locks FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+COMMIT;
+BEGIN;
+SELECT notify_ext.delete_notifications(
+         ARRAY(SELECT id FROM notify_ext.notifications WHERE recipient LIKE 'regress\_d%')) AS failed;
+SELECT count(*) AS advisory_locks FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+COMMIT;
+SELECT count(*) AS left_over FROM notify_ext.notifications WHERE recipient LIKE 'regress\_d%';
+SELECT count(*) AS nonzero_counts FROM (
+    SELECT recipient FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_d%'
+     GROUP BY recipient, type HAVING sum(total) <> 0 OR sum(unread) <> 0) x;
+DELETE FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_d%';
+-- 1,000 recipients past the threshold (12 delta rows of one type each): a
+-- call folds 32 of them, later calls the rest, and one transaction holds at
+-- most 256 folding locks however many it folds.
+INSERT INTO notify_ext.inbox_counts (recipient, type, total, unread)
+SELECT 'regress_h' || g, 'H', 1, 1 FROM generate_series(1, 1000) g, generate_series(1, 12) k;
+BEGIN;
+SELECT notify_ext._inbox_compact(ARRAY(SELECT 'regress_h' || g FROM generate_series(1, 1000) g));
+SELECT count(*) FILTER (WHERE n = 1) AS folded, count(*) FILTER (WHERE n = 12) AS not_yet
+  FROM (SELECT count(*) AS n FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%' GROUP BY recipient) x;
+SELECT count(*) BETWEEN 1 AND 32 AS locks_of_one_call
+  FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+DO $$
+BEGIN
+    FOR i IN 1..40 LOOP
+        PERFORM notify_ext._inbox_compact(ARRAY(SELECT 'regress_h' || g FROM generate_series(1, 1000) g));
+    END LOOP;
+END
+$$;
+SELECT count(*) FILTER (WHERE n = 1) AS folded, count(*) FILTER (WHERE n = 12) AS not_yet
+  FROM (SELECT count(*) AS n FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%' GROUP BY recipient) x;
+SELECT count(*) <= 256 AS locks_of_the_transaction
+  FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT sum(total) AS total, sum(unread) AS unread FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%';
+COMMIT;
+DELETE FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%';
 
 -- Clean up.
 DELETE FROM notify_ext.notifications WHERE recipient LIKE 'regress\_%';
