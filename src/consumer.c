@@ -13,7 +13,9 @@
  * Wake-ups: in the pre-commit step of a transaction that recorded events,
  * the consumers whose scope they touch get one NOTIFY each on their
  * channel; after the commit, sessions long-polling in this database are
- * woken through their latches.
+ * woken through their latches.  A consumer's channel is a keyed hash of its
+ * id (consumer_channel()), so knowing a consumer id is not enough to LISTEN,
+ * and a wake-up carries only the consumer id and a seq.
  */
 #include "postgres.h"
 
@@ -1256,6 +1258,43 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
  * Wake-ups sent at commit
  * --------------------------------------------------------------------- */
 
+/*
+ * The channel of a consumer:
+ *
+ *     notify_ext_consumer_ || hex(BLAKE2b-128 keyed with K, the 16 uuid bytes)
+ *
+ * with K = notify_ext_server_key("consumer-channel").  The only place that
+ * names it: get_event_message_stream() (through _consumer_channel()) and the
+ * NOTIFY at commit both use it, so they cannot disagree.
+ */
+static void
+consumer_channel(const pg_uuid_t *id, char out[NAMEDATALEN])
+{
+	notify_ext_channel_name("consumer-channel", "notify_ext_consumer_",
+							id->data, UUID_LEN, out);
+}
+
+/*
+ * notify_ext._consumer_channel(consumer uuid) returns text: internal, for
+ * get_event_message_stream() only (EXECUTE is revoked from PUBLIC, and it
+ * refuses to run unless the current user is a superuser, i.e. inside one of
+ * the extension's SECURITY DEFINER functions).
+ */
+PG_FUNCTION_INFO_V1(notify_ext_consumer_channel);
+Datum
+notify_ext_consumer_channel(PG_FUNCTION_ARGS)
+{
+	char		out[NAMEDATALEN];
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("notify_ext._consumer_channel() is internal"),
+				 errhint("Use notify_ext.get_event_message_stream() for the channel of your consumer.")));
+	consumer_channel(PG_GETARG_UUID_P(0), out);
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
 typedef struct CachedConsumer
 {
 	char		channel[NAMEDATALEN];
@@ -1345,16 +1384,10 @@ load_consumers(void)
 		bool		isnull;
 		Datum		d;
 		char	   *uuid = SPI_getvalue(tup, desc, 1);
-		int			k,
-					j = 0;
 
 		strlcpy(cc->id, uuid, sizeof(cc->id));
-		/* the channel is the uuid without dashes, as get_event_message_stream() names it */
-		strcpy(cc->channel, "notify_ext_consumer_");
-		for (k = 0; uuid[k]; k++)
-			if (uuid[k] != '-')
-				cc->channel[20 + j++] = uuid[k];
-		cc->channel[20 + j] = '\0';
+		consumer_channel(DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(uuid))),
+						 cc->channel);
 		cc->resource_id = SPI_getvalue(tup, desc, 2);
 		cc->include_subresources = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 		d = SPI_getbinval(tup, desc, 4, &isnull);

@@ -17,11 +17,12 @@
  *     notify_ext_inbox_ || hex(BLAKE2b-128 keyed with K_inbox, principal)
  *
  * where K_inbox = notify_ext_server_key("inbox-channel").  Knowing one's own
- * channel (or many) tells nothing about another principal's.
+ * channel (or many) tells nothing about another principal's.  The payload is
+ * {"id": n} only, so that a leaked channel name reveals no content: the
+ * client fetches the notification with notify_ext.get_notification(n), which
+ * checks who is calling.
  */
 #include "postgres.h"
-
-#include <sodium.h>
 
 #include "access/heapam.h"
 #include "access/tableam.h"
@@ -41,8 +42,6 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/datetime.h"
-#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -53,29 +52,12 @@
 #include "notify_ext.h"
 #include "principal.h"
 
-#define CHANNEL_PREFIX "notify_ext_inbox_"
-#define CHANNEL_HASH_BYTES 16
-#define CHANNEL_LEN (sizeof(CHANNEL_PREFIX) + CHANNEL_HASH_BYTES * 2 + 1)
-#define NOTIFY_PAYLOAD_LIMIT 8000
-
-static unsigned char channel_key[NOTIFY_EXT_KEY_BYTES];
-static bool channel_key_loaded = false;
+#define CHANNEL_LEN NAMEDATALEN
 
 static void
 inbox_channel(const char *principal, size_t len, char *out)
 {
-	unsigned char h[CHANNEL_HASH_BYTES];
-
-	if (!channel_key_loaded)
-	{
-		notify_ext_server_key("inbox-channel", channel_key);
-		(void) sodium_mlock(channel_key, sizeof(channel_key));
-		channel_key_loaded = true;
-	}
-	crypto_generichash(h, sizeof(h), (const unsigned char *) principal, len,
-					   channel_key, sizeof(channel_key));
-	memcpy(out, CHANNEL_PREFIX, sizeof(CHANNEL_PREFIX) - 1);
-	sodium_bin2hex(out + sizeof(CHANNEL_PREFIX) - 1, CHANNEL_HASH_BYTES * 2 + 1, h, sizeof(h));
+	notify_ext_channel_name("inbox-channel", "notify_ext_inbox_", principal, len, out);
 }
 
 /*
@@ -241,57 +223,21 @@ pair_key(StringInfo buf, const char *r, int rlen, const char *t, int tlen)
  */
 
 /*
- * Sets buf to the JSON of a new notification as its listener gets it, or to
- * {"id": …, "truncated": true} when that would not fit NOTIFY (8000 bytes or
- * more).  meta and refs may be NULL.  All values are as stored.
+ * Sets buf to the payload of a new notification: {"id": n}, nothing of its
+ * content (see the top of this file).
  */
 static void
-inbox_payload(StringInfo buf, int64 id, const char *type, const char *message,
-			  JsonbContainer *meta, int metalen, JsonbContainer *refs, int refslen,
-			  TimestampTz ts, bool read)
+inbox_payload(StringInfo buf, int64 id)
 {
-	struct pg_tm tm;
-	fsec_t		fsec;
-
 	resetStringInfo(buf);
-	appendStringInfo(buf, "{\"id\": " INT64_FORMAT ", \"type\": ", id);
-	escape_json(buf, type);
-	appendStringInfoString(buf, ", \"message\": ");
-	escape_json(buf, message);
-	appendStringInfoString(buf, ", \"meta\": ");
-	if (meta == NULL)
-		appendStringInfoString(buf, "null");
-	else
-		(void) JsonbToCString(buf, meta, metalen);
-	appendStringInfoString(buf, ", \"ts\": ");
-	if (!TIMESTAMP_NOT_FINITE(ts) &&
-		timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) == 0)
-		appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"",
-						 tm.tm_year, tm.tm_mon, tm.tm_mday,
-						 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
-	else
-		appendStringInfoString(buf, "null");
-	appendStringInfo(buf, ", \"read\": %s, \"refs\": ", read ? "true" : "false");
-	if (refs == NULL)
-		appendStringInfoString(buf, "null");
-	else
-		(void) JsonbToCString(buf, refs, refslen);
-	appendStringInfoChar(buf, '}');
-
-	/* NOTIFY refuses payloads of 8000 bytes or more. */
-	if (buf->len >= NOTIFY_PAYLOAD_LIMIT)
-	{
-		resetStringInfo(buf);
-		appendStringInfo(buf, "{\"id\": " INT64_FORMAT ", \"truncated\": true}", id);
-	}
+	appendStringInfo(buf, "{\"id\": " INT64_FORMAT "}", id);
 }
 
 /*
- * notify_ext._inbox_notify(recipient text, id bigint, type text, message
- * text, meta jsonb, refs jsonb, ts timestamptz, read boolean) returns void:
- * queues the NOTIFY of one new notification on the recipient's channel (sent
- * at commit).  Internal, like _inbox_channel().  The insert trigger below
- * does the same for every new row without going through it.
+ * notify_ext._inbox_notify(recipient text, id bigint) returns void: queues
+ * the NOTIFY of one new notification on the recipient's channel (sent at
+ * commit).  Internal, like _inbox_channel().  The insert trigger below does
+ * the same for every new row without going through it.
  */
 PG_FUNCTION_INFO_V1(notify_ext_inbox_notify);
 Datum
@@ -300,28 +246,17 @@ notify_ext_inbox_notify(PG_FUNCTION_ARGS)
 	text	   *recipient;
 	char		channel[CHANNEL_LEN];
 	StringInfoData buf;
-	Jsonb	   *meta;
-	Jsonb	   *refs;
 
 	if (!superuser())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("notify_ext._inbox_notify() is internal")));
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3) ||
-		PG_ARGISNULL(6) || PG_ARGISNULL(7))
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_VOID();
 	recipient = PG_GETARG_TEXT_PP(0);
 	inbox_channel(VARDATA_ANY(recipient), VARSIZE_ANY_EXHDR(recipient), channel);
-
-	meta = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
-	refs = PG_ARGISNULL(5) ? NULL : PG_GETARG_JSONB_P(5);
 	initStringInfo(&buf);
-	inbox_payload(&buf, PG_GETARG_INT64(1),
-				  text_to_cstring(PG_GETARG_TEXT_PP(2)),
-				  text_to_cstring(PG_GETARG_TEXT_PP(3)),
-				  meta ? &meta->root : NULL, meta ? VARSIZE(meta) : 0,
-				  refs ? &refs->root : NULL, refs ? VARSIZE(refs) : 0,
-				  PG_GETARG_TIMESTAMPTZ(6), PG_GETARG_BOOL(7));
+	inbox_payload(&buf, PG_GETARG_INT64(1));
 	Async_Notify(channel, buf.data);
 	pfree(buf.data);
 	PG_RETURN_VOID();
@@ -416,7 +351,9 @@ fold_check_sampled(int nrecipients)
  * Inserts one count delta row per entry of counts (key "recipient\0type",
  * copied; a = total, b = unread), then folds the deltas of those recipients
  * that have many (notify_ext._inbox_compact()), checking a sample of them
- * when there are many (fold_check_sampled()).  SPI must be connected.
+ * when there are many (fold_check_sampled()).  However many are checked,
+ * _inbox_compact() locks only those it folds, at most 32 per call.  SPI
+ * must be connected.
  */
 static void
 add_counts_and_fold(KSet *counts, MemoryContext cxt)
@@ -584,11 +521,8 @@ notify_ext_inbox_after_insert(PG_FUNCTION_ARGS)
 		if (!isnull[col.read] && !DatumGetBool(v[col.read]))
 			e->b++;
 
-		if (!isnull[col.id] && !isnull[col.message] && !isnull[col.ts] && !isnull[col.read])
+		if (!isnull[col.id])
 		{
-			Jsonb	   *meta = isnull[col.meta] ? NULL : DatumGetJsonbP(v[col.meta]);
-			Jsonb	   *refs = isnull[col.refs] ? NULL : DatumGetJsonbP(v[col.refs]);
-
 			e = ks_find(&channels, VARDATA_ANY(recipient), VARSIZE_ANY_EXHDR(recipient),
 						true, true, &found);
 			if (!found)
@@ -596,12 +530,7 @@ notify_ext_inbox_after_insert(PG_FUNCTION_ARGS)
 				e->str = MemoryContextAlloc(cxt, CHANNEL_LEN);
 				inbox_channel(VARDATA_ANY(recipient), VARSIZE_ANY_EXHDR(recipient), e->str);
 			}
-			inbox_payload(&payload, DatumGetInt64(v[col.id]),
-						  text_to_cstring(type),
-						  TextDatumGetCString(v[col.message]),
-						  meta ? &meta->root : NULL, meta ? VARSIZE(meta) : 0,
-						  refs ? &refs->root : NULL, refs ? VARSIZE(refs) : 0,
-						  DatumGetTimestampTz(v[col.ts]), DatumGetBool(v[col.read]));
+			inbox_payload(&payload, DatumGetInt64(v[col.id]));
 			Async_Notify(e->str, payload.data);
 		}
 		MemoryContextSwitchTo(old);
@@ -773,7 +702,7 @@ bulk_store_insert(BulkItem *it, Datum *ids, int *order, int kept, TimestampTz no
 	args[3] = PointerGetDatum(construct_array(kmsg, kept, TEXTOID, -1, false, TYPALIGN_INT));
 	args[4] = PointerGetDatum(construct_md_array(kmeta, kmetanull, 1, dims, lbs,
 												 JSONBOID, -1, false, TYPALIGN_INT));
-	/* now(), given explicitly: the NOTIFYs carry exactly what is stored. */
+	/* now(), given explicitly: the same ts as the direct write stores. */
 	args[5] = TimestampTzGetDatum(now);
 	if (insert_plan == NULL)
 	{
@@ -1162,14 +1091,10 @@ notify_ext_create_notifications_bulk(PG_FUNCTION_ARGS)
 			KSet		counts;
 			KSet		kept_recipients;
 			StringInfoData k;
-			StringInfoData typ;
-			StringInfoData msg;
 			StringInfoData payload;
 
 			ks_init(&counts, cxt, Min(kept, 1024));
 			initStringInfo(&k);
-			initStringInfo(&typ);
-			initStringInfo(&msg);
 			initStringInfo(&payload);
 			for (int i = 0; i < n; i++)
 			{
@@ -1198,14 +1123,7 @@ notify_ext_create_notifications_bulk(PG_FUNCTION_ARGS)
 					e->str = MemoryContextAlloc(cxt, CHANNEL_LEN);
 					inbox_channel(it[i].recipient, it[i].rlen, e->str);
 				}
-				resetStringInfo(&typ);
-				appendBinaryStringInfo(&typ, it[i].type, it[i].tlen);
-				resetStringInfo(&msg);
-				appendBinaryStringInfo(&msg, it[i].message, it[i].mlen);
-				inbox_payload(&payload, DatumGetInt64(ids[i]), typ.data, msg.data,
-							  it[i].meta.type == jbvNull ? NULL : it[i].meta.val.binary.data,
-							  it[i].meta.type == jbvNull ? 0 : it[i].meta.val.binary.len,
-							  NULL, 0, now, false);
+				inbox_payload(&payload, DatumGetInt64(ids[i]));
 				Async_Notify(e->str, payload.data);
 			}
 		}

@@ -12,6 +12,10 @@
  * The key is read once per backend and kept in locked memory.  A superuser
  * (or a member of pg_read_server_files) can read any file of the data
  * directory, this one included; nobody else can.
+ *
+ * Channel names for LISTEN are keyed hashes too (notify_ext_channel_name()):
+ * PostgreSQL cannot permission-check LISTEN, so a channel is only private
+ * while its name cannot be worked out without a server key.
  */
 #include "postgres.h"
 
@@ -23,6 +27,7 @@
 
 #include "miscadmin.h"
 #include "storage/fd.h"
+#include "utils/memutils.h"
 
 #include "principal.h"
 
@@ -144,4 +149,54 @@ notify_ext_server_key(const char *purpose, unsigned char out[NOTIFY_EXT_KEY_BYTE
 	crypto_generichash_update(&st, (const unsigned char *) purpose, strlen(purpose));
 	crypto_generichash_final(&st, out, NOTIFY_EXT_KEY_BYTES);
 	sodium_memzero(&st, sizeof(st));
+}
+
+/*
+ * Per-purpose keys of the channel names, derived once per backend and kept
+ * in locked memory.  There are only a few purposes (see principal.h).
+ */
+#define CHANNEL_PURPOSES_MAX 4
+
+typedef struct ChannelKey
+{
+	const char *purpose;
+	unsigned char key[NOTIFY_EXT_KEY_BYTES];
+} ChannelKey;
+
+static ChannelKey channel_keys[CHANNEL_PURPOSES_MAX];
+static int	nchannel_keys = 0;
+
+static const unsigned char *
+channel_key(const char *purpose)
+{
+	ChannelKey *ck;
+
+	for (int i = 0; i < nchannel_keys; i++)
+		if (strcmp(channel_keys[i].purpose, purpose) == 0)
+			return channel_keys[i].key;
+	if (nchannel_keys == CHANNEL_PURPOSES_MAX)
+		elog(ERROR, "too many notify_ext channel key purposes");
+	ck = &channel_keys[nchannel_keys];
+	notify_ext_server_key(purpose, ck->key);
+	(void) sodium_mlock(ck->key, sizeof(ck->key));
+	ck->purpose = MemoryContextStrdup(TopMemoryContext, purpose);
+	nchannel_keys++;
+	return ck->key;
+}
+
+void
+notify_ext_channel_name(const char *purpose, const char *prefix,
+						const void *msg, size_t len, char out[NAMEDATALEN])
+{
+	unsigned char h[NOTIFY_EXT_CHANNEL_HASH_BYTES];
+	size_t		plen = strlen(prefix);
+
+	/* A channel is an identifier: it must fit NAMEDATALEN - 1 bytes. */
+	if (plen + NOTIFY_EXT_CHANNEL_HASH_BYTES * 2 >= NAMEDATALEN)
+		elog(ERROR, "notify_ext channel prefix \"%s\" is too long", prefix);
+	crypto_generichash(h, sizeof(h), (const unsigned char *) msg, len,
+					   channel_key(purpose), NOTIFY_EXT_KEY_BYTES);
+	memcpy(out, prefix, plen);
+	sodium_bin2hex(out + plen, NAMEDATALEN - plen, h, sizeof(h));
+	sodium_memzero(h, sizeof(h));
 }

@@ -18,6 +18,13 @@
  *     derived from the master key file $PGDATA/notify_ext.key (created with
  *     mode 0600 on first use).  No SQL role can read it through the
  *     extension.
+ *   notify_ext_channel_name(purpose, prefix, msg, len, out): the LISTEN
+ *     channel prefix || hex(BLAKE2b-128(key = server key of purpose, msg)),
+ *     a valid identifier shorter than NAMEDATALEN (prefix: lower-case
+ *     letters, digits and "_", at most 31 bytes).  Channel names are
+ *     capabilities: whoever knows one can LISTEN on it.  Purposes in use:
+ *     "inbox-channel" (msg = principal, inbox.c) and "consumer-channel"
+ *     (msg = the consumer's 16 uuid bytes, consumer.c).
  */
 #ifndef NOTIFY_EXT_PRINCIPAL_H
 #define NOTIFY_EXT_PRINCIPAL_H
@@ -34,5 +41,9 @@ extern char *notify_ext_permission_function;
 
 #define NOTIFY_EXT_KEY_BYTES 32
 extern void notify_ext_server_key(const char *purpose, unsigned char out[NOTIFY_EXT_KEY_BYTES]);
+
+#define NOTIFY_EXT_CHANNEL_HASH_BYTES 16
+extern void notify_ext_channel_name(const char *purpose, const char *prefix,
+									const void *msg, size_t len, char out[NAMEDATALEN]);
 
 #endif							/* NOTIFY_EXT_PRINCIPAL_H */

@@ -23,9 +23,9 @@ CREATE OR REPLACE FUNCTION notify_ext._inbox_channel(principal text) RETURNS tex
     LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'notify_ext_inbox_channel';
 REVOKE ALL ON FUNCTION notify_ext._inbox_channel(text) FROM PUBLIC;
 
--- Internal: queues the NOTIFY of one new notification (see 30_inbox.sql).
-CREATE OR REPLACE FUNCTION notify_ext._inbox_notify(recipient text, id bigint, type text, message text,
-                                         meta jsonb, refs jsonb, ts timestamptz, read boolean)
+-- Internal: queues the NOTIFY of one new notification, payload {"id": n}
+-- (see 30_inbox.sql).
+CREATE OR REPLACE FUNCTION notify_ext._inbox_notify(recipient text, id bigint)
     RETURNS void
     LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'notify_ext_inbox_notify';
-REVOKE ALL ON FUNCTION notify_ext._inbox_notify(text, bigint, text, text, jsonb, jsonb, timestamptz, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION notify_ext._inbox_notify(text, bigint) FROM PUBLIC;

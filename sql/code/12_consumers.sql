@@ -170,6 +170,14 @@ CREATE OR REPLACE FUNCTION notify_ext.acknowledge_message_batch(replies jsonb) R
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'notify_ext_acknowledge_message_batch';
 
+-- Internal: the channel of a consumer, a keyed hash of its id (src/consumer.c,
+-- the same function that names the channel of the NOTIFY at commit).
+CREATE OR REPLACE FUNCTION notify_ext._consumer_channel(consumer uuid) RETURNS text
+    LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'notify_ext_consumer_channel';
+REVOKE ALL ON FUNCTION notify_ext._consumer_channel(uuid) FROM PUBLIC;
+
+-- The channel to LISTEN on for the consumer's wake-ups, given only to its
+-- owner (or a service caller): whoever knows it can LISTEN.
 CREATE OR REPLACE FUNCTION notify_ext.get_event_message_stream(consumer uuid) RETURNS text
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
@@ -177,7 +185,7 @@ CREATE OR REPLACE FUNCTION notify_ext.get_event_message_stream(consumer uuid) RE
 AS $$
 BEGIN
     PERFORM notify_ext._consumer_for_caller(consumer, 'the channel');
-    RETURN 'notify_ext_consumer_' || replace(consumer::text, '-', '');
+    RETURN notify_ext._consumer_channel(consumer);
 END
 $$;
 

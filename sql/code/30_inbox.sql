@@ -30,28 +30,49 @@ $$;
 -- type.  Never waits: a recipient another open transaction is folding is
 -- skipped, and so is everything outside READ COMMITTED (where deleting a row
 -- another transaction deleted would be a serialization failure).
+--
+-- Locks stay bounded however many recipients a statement touches: the
+-- recipients that need folding are chosen first, without any lock, and at
+-- most 32 of them per call (those with the most delta rows; the others are
+-- folded by later calls).  Only those are locked, one advisory lock per slot
+-- hashtext(recipient) & 255, so that a transaction never holds more than
+-- 256 of them whatever it does.  Two recipients in one slot are never
+-- folded by two transactions at once; that only delays folding, the counts
+-- are exact either way.
 CREATE OR REPLACE FUNCTION notify_ext._inbox_compact(recipients text[]) RETURNS void
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_need text[];
+    v_mine text[];
 BEGIN
     IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
         RETURN;
     END IF;
-    WITH need AS (
-        SELECT c.recipient FROM notify_ext.inbox_counts c
-         WHERE c.recipient = ANY (recipients)
-         GROUP BY c.recipient
-        HAVING count(*) > 2 * count(DISTINCT c.type) + 8),
-    mine AS MATERIALIZED (
-        SELECT need.recipient FROM need
-         WHERE pg_catalog.pg_try_advisory_xact_lock(
-                   'notify_ext.inbox_counts'::pg_catalog.regclass::pg_catalog.oid::integer,
-                   pg_catalog.hashtext(need.recipient))),
-    d AS (
-        DELETE FROM notify_ext.inbox_counts c USING mine
-         WHERE c.recipient = mine.recipient
+    -- A statement of its own, so that no lock is taken before the count test.
+    SELECT pg_catalog.array_agg(n.recipient) INTO v_need
+      FROM (SELECT c.recipient FROM notify_ext.inbox_counts c
+             WHERE c.recipient = ANY (recipients)
+             GROUP BY c.recipient
+            HAVING count(*) > 2 * count(DISTINCT c.type) + 8
+             ORDER BY count(*) DESC, c.recipient
+             LIMIT 32) n;
+    IF v_need IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT pg_catalog.array_agg(r) INTO v_mine
+      FROM pg_catalog.unnest(v_need) r
+     WHERE pg_catalog.pg_try_advisory_xact_lock(
+               'notify_ext.inbox_counts'::pg_catalog.regclass::pg_catalog.oid::integer,
+               pg_catalog.hashtext(r) & 255);
+    IF v_mine IS NULL THEN
+        RETURN;
+    END IF;
+    WITH d AS (
+        DELETE FROM notify_ext.inbox_counts c
+         WHERE c.recipient = ANY (v_mine)
         RETURNING c.recipient, c.type, c.total, c.unread)
     INSERT INTO notify_ext.inbox_counts (recipient, type, total, unread)
     SELECT d.recipient, d.type, sum(d.total), sum(d.unread) FROM d
@@ -62,10 +83,10 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext._inbox_compact(text[]) FROM PUBLIC;
 
 -- Insert: one count delta per (recipient, type), the NOTIFY of every new row
--- (sent when the transaction commits, in insertion order: the
--- notification's JSON, or {"id": …, "truncated": true} from 8000 bytes on),
--- then folding.  In C (src/inbox.c): it reads the transition table once and
--- computes each recipient's channel once per statement.
+-- (sent when the transaction commits, in insertion order, payload {"id": n}
+-- only: the recipient fetches it with get_notification()), then folding.  In
+-- C (src/inbox.c): it reads the transition table once and computes each
+-- recipient's channel once per statement.
 CREATE OR REPLACE FUNCTION notify_ext._inbox_after_insert() RETURNS trigger
     LANGUAGE c
     SECURITY DEFINER
@@ -284,6 +305,37 @@ BEGIN
              LIMIT items_per_page OFFSET page::bigint * items_per_page) x;
     RETURN pg_catalog.jsonb_build_object('itemsInTotal', v_total, 'itemsPerPage', items_per_page,
                                          'pageNumber', page, 'items', v_items);
+END
+$$;
+
+-- One of the caller's own notifications, in the item shape of
+-- list_notifications(): what a listener fetches for the {"id": n} it got on
+-- subscription_channel().  42704 alike for an unknown id and for someone
+-- else's, so that the answer tells nothing about other inboxes.
+CREATE OR REPLACE FUNCTION notify_ext.get_notification(id bigint) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_me text := notify_ext.current_principal();
+    v_item jsonb;
+BEGIN
+    IF get_notification.id IS NULL THEN
+        RAISE EXCEPTION 'id must not be null'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the id of one of your notifications, e.g. from the payload on notify_ext.subscription_channel().';
+    END IF;
+    SELECT notify_ext._inbox_item(n.id, n.type, n.message, n.meta, n.ts, n.read) INTO v_item
+      FROM notify_ext.notifications n
+     WHERE n.id OPERATOR(pg_catalog.=) get_notification.id
+       AND n.recipient OPERATOR(pg_catalog.=) v_me;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'notification % is not in the inbox of principal "%"', get_notification.id, v_me
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'It does not exist, was acknowledged or deleted, or belongs to someone else; notify_ext.list_notifications() lists your own.';
+    END IF;
+    RETURN v_item;
 END
 $$;
 

@@ -37,3 +37,9 @@ $$;
 -- tracked_tables reads the capture triggers through a C function now; its
 -- name columns change collation, which CREATE OR REPLACE VIEW cannot do.
 DROP VIEW notify_ext.tracked_tables;
+
+--------------------------------------------------------------------------
+-- Live channels carry ids only: the internal _inbox_notify(recipient, id)
+-- replaces the one that also took the notification's content.
+--------------------------------------------------------------------------
+DROP FUNCTION IF EXISTS notify_ext._inbox_notify(text, bigint, text, text, jsonb, jsonb, timestamptz, boolean);

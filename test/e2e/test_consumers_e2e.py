@@ -1,14 +1,18 @@
-"""Stream consumers seen from clients: LISTEN wake-ups, long polls, random
-concurrent writers and consumers, and a crash in the middle of it all."""
+"""Stream consumers seen from clients: LISTEN wake-ups (on a channel that
+only the owner is given), long polls, random concurrent writers and
+consumers, and a crash in the middle of it all."""
 
 import json
 import random
+import re
 import select
 import threading
 import time
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 
 def notifies(conn, seconds, stop_after=None):
@@ -76,6 +80,8 @@ def test_listen_wakes_after_commit_only_for_the_scope(db, connect):
     assert got, "no wake-up after commit"
     assert time.monotonic() - committed < 1.0
     payload = json.loads(got[0].extra.decode())
+    # ids and positions only
+    assert set(payload) == {"consumer", "seq"}, payload
     assert payload["consumer"] == str(consumer)
     assert payload["seq"] > 0
 
@@ -90,6 +96,52 @@ def test_listen_wakes_after_commit_only_for_the_scope(db, connect):
     assert len(got) == 1
     assert json.loads(got[0].extra.decode())["seq"] == db.execute(
         "SELECT max(seq) FROM notify_ext.events WHERE resource_id LIKE 'many%%'").fetchone()[0]
+
+
+ATTACKER = "consumers_e2e_attacker"
+
+
+def test_knowing_a_consumer_id_is_not_enough_to_listen(db, connect, db_dsn):
+    """The channel is a keyed hash of the consumer id.  A role that knows the
+    id (it is in every wake-up and every reply) is not given the channel,
+    cannot call the function that names it, and hears nothing on any name
+    built from the id."""
+    setup_tree(db, "spy_items")
+    consumer = new_consumer(db)
+    other = new_consumer(db)
+    channel = db.execute("SELECT notify_ext.get_event_message_stream(%s)", (consumer,)).fetchone()[0]
+    assert re.fullmatch(r"notify_ext_consumer_[0-9a-f]{32}", channel), channel
+    hexid = str(consumer).replace("-", "")
+    assert hexid not in channel and str(consumer) not in channel
+    assert db.execute("SELECT notify_ext.get_event_message_stream(%s)",
+                      (consumer,)).fetchone()[0] == channel
+    assert db.execute("SELECT notify_ext.get_event_message_stream(%s)",
+                      (other,)).fetchone()[0] != channel
+
+    db.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ATTACKER)))
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(ATTACKER)))
+    attacker = psycopg.connect(make_conninfo(db_dsn, user=ATTACKER), autocommit=True)
+    try:
+        for query, sqlstate in (("SELECT notify_ext.get_event_message_stream(%s)", "42501"),
+                                ("SELECT notify_ext._consumer_channel(%s)", "42501")):
+            with pytest.raises(psycopg.Error) as exc:
+                attacker.execute(query, (consumer,))
+            assert exc.value.sqlstate == sqlstate, (query, exc.value.sqlstate, str(exc.value))
+        guesses = [f"notify_ext_consumer_{hexid}", f"notify_ext_consumer_{consumer}",
+                   str(consumer), hexid, f"notify_ext_consumer_{hexid.upper()}"]
+        for guess in guesses:
+            attacker.execute(sql.SQL("LISTEN {}").format(sql.Identifier(guess)))
+
+        owner = connect()
+        owner.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        db.execute("INSERT INTO public.spy_items VALUES ('s1', 'in_scope')")
+        got = notifies(owner, 2, 1)
+        assert len(got) == 1 and got[0].relname.decode() == channel
+        assert set(json.loads(got[0].extra.decode())) == {"consumer", "seq"}
+        assert notifies(attacker, 0.5) == [], "a name built from the consumer id was woken"
+    finally:
+        attacker.close()
+        db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(ATTACKER)))
 
 
 def test_long_poll_returns_when_an_event_commits(db, connect):

@@ -1,5 +1,6 @@
-"""The inbox seen from clients: live notifications over LISTEN, and a plain
-login role that tries to impersonate someone or read their notifications."""
+"""The inbox seen from clients: live notifications over LISTEN (ids only,
+fetched with get_notification()), and a plain login role that tries to
+impersonate someone or read their notifications."""
 
 import json
 import select
@@ -70,7 +71,9 @@ def collect(conn, seconds):
             pg.consume_input()
 
 
-def test_listener_gets_own_notification_within_a_second_and_nothing_else(login):
+def test_listener_gets_ids_within_a_second_and_fetches_its_own(login):
+    """The payload is {"id": n} and nothing else; the listener fetches the
+    notification with get_notification(), which only gives its own."""
     alice = login(ALICE)
     channel = alice.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
     alice.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
@@ -85,12 +88,15 @@ def test_listener_gets_own_notification_within_a_second_and_nothing_else(login):
     ids.append(svc.execute(
         "SELECT notify_ext.create_notification(%s, 'JOB_DONE', 'job 1 done', '{\"job\": 1}')",
         (ALICE,)).fetchone()[0])
-    svc.execute("SELECT notify_ext.create_notification(%s, 'SECRET', 'for bob only')", (BOB,))
-    ids += svc.execute(
+    bob_ids = [svc.execute("SELECT notify_ext.create_notification(%s, 'SECRET', 'for bob only')",
+                           (BOB,)).fetchone()[0]]
+    bulk = svc.execute(
         "SELECT notify_ext.create_notifications_bulk(%s)",
         (json.dumps([{"user": ALICE, "notification": {"type": "BULK", "message": "b1"}},
                      {"user": BOB, "notification": {"type": "SECRET", "message": "b2"}}]),),
-    ).fetchone()[0][:1]
+    ).fetchone()[0]
+    ids.append(bulk[0])
+    bob_ids.append(bulk[1])
     # Nothing before commit.
     assert collect(alice, 0.3) == []
     svc.commit()
@@ -98,20 +104,31 @@ def test_listener_gets_own_notification_within_a_second_and_nothing_else(login):
 
     got = collect(alice, 1.5)
     assert [c for c, _, _ in got] == [channel, channel], got
-    payloads = [json.loads(p) for _, p, _ in got]
-    assert [p["id"] for p in payloads] == ids
-    assert payloads[0]["type"] == "JOB_DONE" and payloads[0]["message"] == "job 1 done"
-    assert payloads[0]["meta"] == {"job": 1} and payloads[0]["read"] is False
-    assert payloads[0]["ts"].endswith("Z")
-    assert all("bob" not in p["message"] for p in payloads)
+    # Exactly {"id": n}: the payload text as sent, not only its parsed keys.
+    assert [p for _, p, _ in got] == [f'{{"id": {i}}}' for i in ids], got
     for _, _, arrived in got:
         assert arrived - committed < 1.0, arrived - committed
 
+    first = alice.execute("SELECT notify_ext.get_notification(%s)", (ids[0],)).fetchone()[0]
+    assert first["id"] == ids[0] and first["type"] == "JOB_DONE" and first["message"] == "job 1 done"
+    assert first["meta"] == {"job": 1} and first["read"] is False and first["ts"].endswith("Z")
+    assert set(first) == {"id", "type", "message", "meta", "ts", "read"}
+    listed = alice.execute("SELECT notify_ext.list_notifications()").fetchone()[0]["items"]
+    assert first in listed
+    assert alice.execute("SELECT notify_ext.get_notification(%s)",
+                         (ids[1],)).fetchone()[0]["message"] == "b1"
+
     bob_got = collect(bob, 0.5)
-    assert len(bob_got) == 2 and all(c == bob_channel for c, _, _ in bob_got)
+    assert [c for c, _, _ in bob_got] == [bob_channel, bob_channel]
+    assert [json.loads(p) for _, p, _ in bob_got] == [{"id": i} for i in bob_ids]
+    # Another principal asking for one of them learns nothing, either way round.
+    for conn, other in ((bob, ids[0]), (alice, bob_ids[0])):
+        refused(conn, "SELECT notify_ext.get_notification(%s)", (other,), "42704")
+    refused(bob, "SELECT notify_ext.get_notification(NULL)", sqlstate="22023")
 
 
-def test_large_notification_is_truncated(login):
+def test_large_notification_is_announced_by_id(login):
+    """Size makes no difference: the payload is the id, the content is fetched."""
     alice = login(ALICE)
     channel = alice.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
     alice.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
@@ -119,26 +136,30 @@ def test_large_notification_is_truncated(login):
     nid = svc.execute("SELECT notify_ext.create_notification(%s, 'BIG', repeat('x', 9000))",
                       (ALICE,)).fetchone()[0]
     got = collect(alice, 1.5)
-    assert len(got) == 1
-    assert json.loads(got[0][1]) == {"id": nid, "truncated": True}
+    assert [json.loads(p) for _, p, _ in got] == [{"id": nid}]
+    fetched = alice.execute("SELECT notify_ext.get_notification(%s)", (nid,)).fetchone()[0]
+    assert fetched["message"] == "x" * 9000
 
 
 def test_app_role_acts_for_end_users_on_their_channel(login):
-    """The application subscribes for an end user by setting the principal."""
+    """The application subscribes for an end user by setting the principal,
+    and fetches what arrives as that user."""
     app = login(SVC)
     app.execute("SET notify_ext.principal = 'User#42'")
     channel = app.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
     app.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
     other = login(SVC)
-    other.execute("SELECT notify_ext.create_notification('User#42', 'HELLO', 'hi 42')")
-    other.execute("SELECT notify_ext.create_notification('User#43', 'HELLO', 'hi 43')")
+    n42 = other.execute("SELECT notify_ext.create_notification('User#42', 'HELLO', 'hi 42')").fetchone()[0]
+    n43 = other.execute("SELECT notify_ext.create_notification('User#43', 'HELLO', 'hi 43')").fetchone()[0]
     got = collect(app, 1.0)
-    assert [json.loads(p)["message"] for _, p, _ in got] == ["hi 42"]
+    assert [json.loads(p) for _, p, _ in got] == [{"id": n42}]
+    assert app.execute("SELECT notify_ext.get_notification(%s)", (n42,)).fetchone()[0]["message"] == "hi 42"
+    refused(app, "SELECT notify_ext.get_notification(%s)", (n43,), "42704")
     assert app.execute("SELECT notify_ext.unread_count()").fetchone()[0] == 1
     app.execute("RESET notify_ext.principal")
     assert app.execute("SELECT notify_ext.current_principal()").fetchone()[0] == SVC
-    other.execute("SELECT notify_ext.delete_notifications(ARRAY(SELECT (x ->> 'id')::bigint FROM "
-                  "jsonb_array_elements(notify_ext.list_notifications() -> 'items') x))")
+    refused(app, "SELECT notify_ext.get_notification(%s)", (n42,), "42704")
+    other.execute("SELECT notify_ext.delete_notifications(%s)", ([n42, n43],))
 
 
 def refused(conn, query, params=None, sqlstate="42501"):
@@ -189,11 +210,13 @@ def test_plain_role_cannot_impersonate_or_read_others(login, db_dsn):
                          ([bob_id],)).fetchone()[0] == [bob_id]
     page = alice.execute("SELECT notify_ext.list_notifications()").fetchone()[0]
     assert all(i["id"] != bob_id for i in page["items"])
+    refused(alice, "SELECT notify_ext.get_notification(%s)", (bob_id,), "42704")
     refused(alice, "UPDATE notify_ext.notifications SET recipient = %s", (ALICE,))
     refused(alice, "INSERT INTO notify_ext.notifications (recipient, type, message) VALUES (%s, 'X', 'y')",
             (BOB,))
     refused(alice, "SELECT * FROM notify_ext.inbox_counts")
     refused(alice, "SELECT notify_ext._inbox_channel(%s)", (BOB,))
+    refused(alice, "SELECT notify_ext._inbox_notify(%s, %s)", (BOB, bob_id))
     refused(alice, "SELECT notify_ext._notify(%s, 'X', 'y', NULL, now(), NULL)", (BOB,))
     refused(alice, "SELECT notify_ext.create_notification(%s, 'X', 'y')", (BOB,))
     refused(alice, "SELECT notify_ext.delete_notifications(%s)", ([bob_id],))

@@ -95,8 +95,18 @@ SELECT bool_and(b.message = e.message) AS same_as_view
          notify_ext.create_stream_consumer('cp1', deliver => 'from_sequence', from_sequence => :base + 1), 100) b
   JOIN notify_ext.events e USING (seq);
 
--- Channel
-SELECT notify_ext.get_event_message_stream(:'c') = 'notify_ext_consumer_' || replace(:'c', '-', '') AS channel;
+-- Channel: a keyed hash of the consumer id, so that knowing the id is not
+-- enough to LISTEN; a plain identifier under 64 bytes, stable per consumer.
+SELECT notify_ext.get_event_message_stream(:'c') AS c_channel \gset
+SELECT :'c_channel' ~ '^notify_ext_consumer_[0-9a-f]{32}$' AS well_formed,
+       octet_length(:'c_channel') < 64 AS fits_identifier,
+       quote_ident(:'c_channel') = :'c_channel' AS needs_no_quotes,
+       strpos(:'c_channel', replace(:'c', '-', '')) = 0
+         AND strpos(:'c_channel', :'c') = 0 AS hides_consumer_id,
+       notify_ext.get_event_message_stream(:'c') = :'c_channel' AS stable,
+       notify_ext.get_event_message_stream(:'own') <> :'c_channel' AS differs_between_consumers;
+SELECT regress_try($$SELECT notify_ext.get_event_message_stream(NULL)$$);
+SELECT regress_try($$SELECT notify_ext.get_event_message_stream('00000000-0000-0000-0000-000000000000')$$);
 
 -- Refusals
 SELECT regress_try($$SELECT notify_ext.create_stream_consumer('cp1', deliver => 'sometimes')$$);
@@ -133,6 +143,9 @@ SELECT count(*) > 0 AS reader_fetches FROM notify_ext.get_event_message_batch(:'
 SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L)', :'c'));
 SELECT regress_try(format('SELECT notify_ext.consumer_info(%L)', :'c'));
 SELECT regress_try(format('SELECT notify_ext.delete_stream_consumer(%L)', :'c'));
+SELECT regress_try(format('SELECT notify_ext.get_event_message_stream(%L)', :'c'));
+SELECT regress_try(format('SELECT notify_ext._consumer_channel(%L)', :'c'));
+SELECT notify_ext.get_event_message_stream(:'mine') ~ '^notify_ext_consumer_[0-9a-f]{32}$' AS own_channel;
 SELECT regress_try('SELECT * FROM notify_ext.consumers');
 SELECT regress_try('SELECT * FROM notify_ext.consumer_pending');
 RESET ROLE;

@@ -3,12 +3,15 @@
 -- all) and delete_notifications, refused with 42501 for plain roles; user
 -- calls list_notifications (shape, newest first, paging, type/since
 -- filters, itemsInTotal), mark_as_read / mark_all_as_read,
+-- get_notification (own only: 42704 alike for unknown and someone else's),
 -- get_personal_notifications, acknowledge_personal_notifications (failures
 -- are ids that are unknown or someone else's, and nothing of anyone else's
 -- changes), unread_count, set_notification_preference (a switched-off type
 -- is not stored), subscription_channel; every error; the counts staying
--- right through folding; row-level security: a plain role cannot read,
--- change or create anyone else's rows with any SQL it can write.
+-- right through folding, which locks only recipients that need it (at most
+-- 32 per call: deleting 20,000 recipients' notifications at once works);
+-- row-level security: a plain role cannot read, change or create anyone
+-- else's rows with any SQL it can write.
 \set SHOW_CONTEXT never
 -- list_notifications() without the ids.
 CREATE FUNCTION pg_temp.page(l jsonb) RETURNS jsonb LANGUAGE sql AS $$
@@ -83,6 +86,32 @@ SELECT array_agg(id ORDER BY id) AS bob_ids FROM notify_ext.notifications
  WHERE recipient = 'regress_bob' \gset
 SELECT array_agg(id ORDER BY ts) AS alice_ids FROM notify_ext.notifications
  WHERE recipient = 'regress_alice' \gset
+-- get_notification: one of the caller's own, in the item shape of
+-- list_notifications(); someone else's and unknown ids are both 42704.
+SET ROLE regress_alice;
+SELECT notify_ext.get_notification((:'alice_ids'::bigint[])[1]) - 'id' AS own;
+SELECT notify_ext.get_notification(id) = item AS same_as_listed
+  FROM (SELECT (x ->> 'id')::bigint AS id, x AS item
+          FROM jsonb_array_elements(notify_ext.list_notifications() -> 'items') x) l;
+-- The same answer for both, but for the id.
+SELECT regexp_replace(regress_try(format('SELECT notify_ext.get_notification(%s)', (:'bob_ids'::bigint[])[1])),
+                      'notification [0-9]+ ', 'notification <id> ') AS others,
+       regexp_replace(regress_try($$SELECT notify_ext.get_notification(-5)$$),
+                      'notification -5 ', 'notification <id> ') AS unknown;
+SELECT regress_try($$SELECT notify_ext.get_notification(-5)$$) AS unknown;
+SELECT regress_try($$SELECT notify_ext.get_notification(NULL)$$) AS null_id;
+RESET ROLE;
+SET ROLE regress_bob;
+SELECT notify_ext.get_notification((:'bob_ids'::bigint[])[1]) ->> 'message' AS bobs_own;
+RESET ROLE;
+SET ROLE regress_svc;
+SET notify_ext.principal = 'regress_alice';
+SELECT notify_ext.get_notification((:'alice_ids'::bigint[])[1]) ->> 'message' AS app_for_alice;
+RESET notify_ext.principal;
+SELECT regexp_replace(regress_try(format('SELECT notify_ext.get_notification(%s)', (:'alice_ids'::bigint[])[1])),
+                      'notification [0-9]+ ', 'notification <id> ') AS app_itself;
+RESET ROLE;
+
 SET ROLE regress_alice;
 SELECT notify_ext.mark_as_read(ARRAY[(:'alice_ids'::bigint[])[1], (:'bob_ids'::bigint[])[1], -5, NULL])
        = ARRAY[-5, (:'bob_ids'::bigint[])[1]] AS failures_are_bob_and_unknown;
@@ -297,6 +326,7 @@ SELECT regress_try($$TRUNCATE notify_ext.notifications$$);
 SELECT regress_try($$ALTER TABLE notify_ext.notifications DISABLE ROW LEVEL SECURITY$$);
 SELECT regress_try($$SELECT notify_ext._notify('regress_bob', 'T', 'm', NULL, now(), NULL)$$);
 SELECT regress_try($$SELECT notify_ext._inbox_channel('regress_bob')$$);
+SELECT regress_try($$SELECT notify_ext._inbox_notify('regress_bob', 1)$$);
 SELECT regress_try($$SELECT notify_ext._inbox_not_mine('regress_bob', '{1}')$$);
 SELECT regress_try($$SELECT notify_ext._inbox_compact('{regress_bob}')$$);
 SELECT regress_try($$SET notify_ext.principal = 'regress_bob'$$);
@@ -328,6 +358,58 @@ SET notify_ext.principal = 'regress_alice';
 SELECT notify_ext.subscription_channel() = :'alice_channel' AS app_gets_users_channel;
 RESET notify_ext.principal;
 RESET ROLE;
+
+-- Folding locks only recipients that need folding, at most 32 per call.
+-- 20,000 notifications for 20,000 distinct recipients (half by the bulk
+-- call, half by an INSERT through the C insert trigger), then all deleted
+-- in one call: nobody needs folding and no lock is taken (a lock per
+-- recipient checked would run out of shared memory, 53200).
+BEGIN;
+SET LOCAL ROLE regress_svc;
+SELECT array_length(notify_ext.create_notifications_bulk(
+         (SELECT jsonb_agg(jsonb_build_object('user', 'regress_d' || g,
+                                              'notification', jsonb_build_object('type', 'D', 'message', 'd' || g)))
+            FROM generate_series(1, 10000) g)), 1) AS created;
+RESET ROLE;
+INSERT INTO notify_ext.notifications (recipient, type, message)
+SELECT 'regress_d' || g, 'D', 'd' || g FROM generate_series(10001, 20000) g;
+SELECT count(*) AS advisory_locks FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+COMMIT;
+BEGIN;
+SELECT notify_ext.delete_notifications(
+         ARRAY(SELECT id FROM notify_ext.notifications WHERE recipient LIKE 'regress\_d%')) AS failed;
+SELECT count(*) AS advisory_locks FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+COMMIT;
+SELECT count(*) AS left_over FROM notify_ext.notifications WHERE recipient LIKE 'regress\_d%';
+SELECT count(*) AS nonzero_counts FROM (
+    SELECT recipient FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_d%'
+     GROUP BY recipient, type HAVING sum(total) <> 0 OR sum(unread) <> 0) x;
+DELETE FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_d%';
+-- 1,000 recipients past the threshold (12 delta rows of one type each): a
+-- call folds 32 of them, later calls the rest, and one transaction holds at
+-- most 256 folding locks however many it folds.
+INSERT INTO notify_ext.inbox_counts (recipient, type, total, unread)
+SELECT 'regress_h' || g, 'H', 1, 1 FROM generate_series(1, 1000) g, generate_series(1, 12) k;
+BEGIN;
+SELECT notify_ext._inbox_compact(ARRAY(SELECT 'regress_h' || g FROM generate_series(1, 1000) g));
+SELECT count(*) FILTER (WHERE n = 1) AS folded, count(*) FILTER (WHERE n = 12) AS not_yet
+  FROM (SELECT count(*) AS n FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%' GROUP BY recipient) x;
+SELECT count(*) BETWEEN 1 AND 32 AS locks_of_one_call
+  FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+DO $$
+BEGIN
+    FOR i IN 1..40 LOOP
+        PERFORM notify_ext._inbox_compact(ARRAY(SELECT 'regress_h' || g FROM generate_series(1, 1000) g));
+    END LOOP;
+END
+$$;
+SELECT count(*) FILTER (WHERE n = 1) AS folded, count(*) FILTER (WHERE n = 12) AS not_yet
+  FROM (SELECT count(*) AS n FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%' GROUP BY recipient) x;
+SELECT count(*) <= 256 AS locks_of_the_transaction
+  FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT sum(total) AS total, sum(unread) AS unread FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%';
+COMMIT;
+DELETE FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%';
 
 -- Clean up.
 DELETE FROM notify_ext.notifications WHERE recipient LIKE 'regress\_%';
