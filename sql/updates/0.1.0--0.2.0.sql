@@ -25,3 +25,12 @@ BEGIN
     END LOOP;
 END
 $$;
+
+--------------------------------------------------------------------------
+-- Whole backups: what pg_dump keeps, and a restore that completes
+--------------------------------------------------------------------------
+
+-- Reply keys: no row means generation 1, in use, so the install script
+-- writes none and a restore never meets a row of its own.  0.1.0's row
+-- for generation 1 says just that while it is not retired.
+DELETE FROM notify_ext.reply_keys WHERE generation = 1 AND retired_at IS NULL;
