@@ -50,6 +50,9 @@ CREATE TABLE notify_ext.consumer_pending (
 ALTER TABLE notify_ext.consumer_pending ALTER COLUMN seqs SET STORAGE EXTERNAL;
 REVOKE ALL ON notify_ext.consumer_pending FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumer_pending', '');
+-- Dumped too, so that fetches after a restore number their batches past
+-- the restored ones.
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumer_pending_batch_seq', '');
 
 -- Generations of the key that signs replies.  The keys themselves are
 -- derived from the server key file and never stored.  Replies are signed

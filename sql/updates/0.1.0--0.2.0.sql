@@ -62,3 +62,16 @@ END
 $$;
 -- The default partition's events are dumped as configuration.
 SELECT pg_catalog.pg_extension_config_dump('notify_ext.event_log_default', '');
+
+-- Dumped from now on: the numbering of fetched batches and of delivery
+-- records, the webhook queue and the delivery log.
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumer_pending_batch_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.webhook_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.delivery_log', '');
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.delivery_log_id_seq', '');
+
+-- No longer dumped: inbox counts follow from the notifications, whose
+-- restore counts them again.  Leaving the extension and joining it again
+-- is what takes a table off the list of configuration tables.
+ALTER EXTENSION notify_ext DROP TABLE notify_ext.inbox_counts;
+ALTER EXTENSION notify_ext ADD TABLE notify_ext.inbox_counts;
