@@ -802,7 +802,9 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 	ndeliveries = take_redeliveries(id, &c, deliveries, batch_size, &terminated);
 	redelivered = ndeliveries;
 
-	rc = spi_run("SELECT max(generation) FROM notify_ext.reply_keys", 0, NULL, NULL, NULL, false, 1);
+	/* The highest generation signs; no row at all means generation 1. */
+	rc = spi_run("SELECT COALESCE(pg_catalog.max(generation), 1) FROM notify_ext.reply_keys",
+				 0, NULL, NULL, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the reply key failed");
 	{
@@ -1056,9 +1058,11 @@ valid_generations(List **gens)
 	Oid			argtype = TEXTOID;
 	Datum		arg = CStringGetTextDatum(reply_key_grace ? reply_key_grace : "0");
 
+	/* No row at all means generation 1, in use (see rotate_reply_key()). */
 	rc = spi_run("SELECT generation FROM notify_ext.reply_keys "
-							   "WHERE retired_at IS NULL OR retired_at + $1::interval > now()",
-							   1, &argtype, &arg, NULL, false, 0);
+				 "WHERE retired_at IS NULL OR retired_at + $1::interval > pg_catalog.now() "
+				 "UNION ALL SELECT 1 WHERE NOT EXISTS (SELECT FROM notify_ext.reply_keys)",
+				 1, &argtype, &arg, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading reply keys failed");
 	for (i = 0; i < SPI_processed; i++)

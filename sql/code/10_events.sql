@@ -57,6 +57,10 @@ BEGIN
             END IF;
             EXECUTE pg_catalog.format('CREATE TABLE notify_ext.%I (LIKE notify_ext.event_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', v_name);
             EXECUTE pg_catalog.format('REVOKE ALL ON notify_ext.%I FROM PUBLIC', v_name);
+            -- Each partition has its own seq index (see sql/schema/10_events.sql).
+            -- Unnamed: a detached table of the same day may still hold the name.
+            EXECUTE pg_catalog.format('CREATE INDEX ON notify_ext.%I USING brin (seq)
+                            WITH (pages_per_range = 32, autosummarize = on)', v_name);
             EXECUTE pg_catalog.format('WITH moved AS (DELETE FROM notify_ext.event_log_default
                                             WHERE occurred_at >= $1 AND occurred_at < $2 RETURNING *)
                             INSERT INTO notify_ext.%I SELECT * FROM moved', v_name)

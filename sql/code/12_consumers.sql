@@ -278,6 +278,9 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     LOCK TABLE notify_ext.reply_keys IN EXCLUSIVE MODE;
+    -- No row means generation 1 in use: record it, so that it is retired.
+    INSERT INTO notify_ext.reply_keys (generation)
+    SELECT 1 WHERE NOT EXISTS (SELECT FROM notify_ext.reply_keys);
     UPDATE notify_ext.reply_keys SET retired_at = now() WHERE retired_at IS NULL;
     INSERT INTO notify_ext.reply_keys (generation)
     SELECT max(generation) + 1 FROM notify_ext.reply_keys;

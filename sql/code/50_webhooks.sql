@@ -601,3 +601,23 @@ AS $$
     UPDATE notify_ext.webhook_queue SET in_flight = false WHERE in_flight
 $$;
 REVOKE ALL ON FUNCTION notify_ext._webhook_worker_start() FROM PUBLIC;
+
+--------------------------------------------------------------------------
+-- Restored webhooks
+--------------------------------------------------------------------------
+
+-- pg_restore writes the webhooks with COPY, not through create_webhook():
+-- an insert of any kind has the database's delivery worker started (or
+-- told) when it commits, so that a restored database delivers at once.
+CREATE OR REPLACE FUNCTION notify_ext._webhooks_after_insert() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM notify_ext._webhooks_changed();
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._webhooks_after_insert() FROM PUBLIC;
+CREATE OR REPLACE TRIGGER webhooks_after_insert AFTER INSERT ON notify_ext.webhooks
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._webhooks_after_insert();

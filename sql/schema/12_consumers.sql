@@ -50,14 +50,19 @@ CREATE TABLE notify_ext.consumer_pending (
 ALTER TABLE notify_ext.consumer_pending ALTER COLUMN seqs SET STORAGE EXTERNAL;
 REVOKE ALL ON notify_ext.consumer_pending FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumer_pending', '');
+-- Dumped too, so that fetches after a restore number their batches past
+-- the restored ones.
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.consumer_pending_batch_seq', '');
 
 -- Generations of the key that signs replies.  The keys themselves are
--- derived from the server key file and never stored.
+-- derived from the server key file and never stored.  Replies are signed
+-- with the highest generation; an empty table means generation 1, in use
+-- (so the install script writes no row, and a restore of the dumped rows
+-- meets none).  rotate_reply_key() records generation 1 when it retires it.
 CREATE TABLE notify_ext.reply_keys (
     generation integer PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now(),
     retired_at timestamptz
 );
 REVOKE ALL ON notify_ext.reply_keys FROM PUBLIC;
-INSERT INTO notify_ext.reply_keys (generation) VALUES (1);
 SELECT pg_catalog.pg_extension_config_dump('notify_ext.reply_keys', '');

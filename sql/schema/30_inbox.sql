@@ -39,7 +39,8 @@ CREATE TABLE notify_ext.inbox_counts (
 );
 CREATE INDEX inbox_counts_recipient_idx ON notify_ext.inbox_counts (recipient, type);
 REVOKE ALL ON notify_ext.inbox_counts FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('notify_ext.inbox_counts', '');
+-- Not dumped: the counts follow from notifications, and restoring those
+-- (COPY fires the insert trigger) counts them again.
 
 -- Types a recipient has switched off (a row means "off").
 CREATE TABLE notify_ext.notification_preferences (

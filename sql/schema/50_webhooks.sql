@@ -1,8 +1,8 @@
 --------------------------------------------------------------------------
 -- Webhook subscriptions (see docs/webhooks.md)
 --
--- Auth configs and webhooks are configuration (kept by pg_dump, secrets as
--- ciphertext only).  Secrets are sealed with libsodium's crypto_secretbox
+-- pg_dump keeps all of it: auth configs and webhooks (secrets as
+-- ciphertext only), the queue and the delivery log.  Secrets are sealed with libsodium's crypto_secretbox
 -- under a key derived from the server key file $PGDATA/notify_ext.key: no
 -- table holds the key, so neither a SELECT nor a dump reveals a secret.
 --
@@ -71,6 +71,7 @@ CREATE TABLE notify_ext.webhook_queue (
 CREATE INDEX webhook_queue_due_idx ON notify_ext.webhook_queue (webhook, next_attempt_at, seq)
     WHERE NOT in_flight;
 REVOKE ALL ON notify_ext.webhook_queue FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.webhook_queue', '');
 
 -- Every attempt.  Pruned by retention (notify_ext.delivery_retention) on
 -- created_at, the time the attempt started.
@@ -89,3 +90,5 @@ CREATE TABLE notify_ext.delivery_log (
 CREATE INDEX delivery_log_created_at_idx ON notify_ext.delivery_log (created_at);
 CREATE INDEX delivery_log_webhook_idx ON notify_ext.delivery_log (webhook, seq);
 REVOKE ALL ON notify_ext.delivery_log FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.delivery_log', '');
+SELECT pg_catalog.pg_extension_config_dump('notify_ext.delivery_log_id_seq', '');

@@ -160,10 +160,15 @@ DROP ROLE regress_reader;
 -- Key rotation: earlier replies stay valid for notify_ext.reply_key_grace.
 INSERT INTO citems VALUES ('i6', 'cp1', 6);
 CREATE TEMP TABLE f4 AS SELECT * FROM notify_ext.get_event_message_batch(:'c', 10);
+-- No row means generation 1, in use; rotating records it as retired.
+SELECT count(*) AS reply_key_rows FROM notify_ext.reply_keys;
+SELECT DISTINCT split_part(reply, '.', 1) AS generation FROM f4;
 SELECT notify_ext.rotate_reply_key();
+SELECT generation, retired_at IS NOT NULL AS retired FROM notify_ext.reply_keys ORDER BY generation;
 SELECT notify_ext.acknowledge_message_batch(pg_temp.replies('f4')) AS acked_in_grace;
 INSERT INTO citems VALUES ('i7', 'cp1', 7);
 CREATE TEMP TABLE f5 AS SELECT * FROM notify_ext.get_event_message_batch(:'c', 10);
+SELECT DISTINCT split_part(reply, '.', 1) AS generation FROM f5;
 SELECT notify_ext.rotate_reply_key();
 SET notify_ext.reply_key_grace = '0';
 SELECT regress_try(format('SELECT notify_ext.acknowledge_message_batch(%L)', pg_temp.replies('f5')));

@@ -77,7 +77,7 @@ SELECT auth_type, secret_sealed IS NOT NULL AS sealed,
        position('s3cret' IN a::text) = 0 AS no_plain_in_row,
        length(secret_sealed) AS sealed_bytes
   FROM notify_ext.subscription_auth a ORDER BY auth_type;
--- Kept by pg_dump (as ciphertext).
+-- Kept by pg_dump (secrets as ciphertext), with the queue and the delivery log.
 SELECT c.relname FROM pg_extension e, unnest(e.extconfig) t(oid) JOIN pg_class c ON c.oid = t.oid
  WHERE e.extname = 'notify_ext' AND c.relname IN ('subscription_auth', 'webhooks', 'webhook_queue', 'delivery_log')
  ORDER BY 1;
