@@ -51,6 +51,7 @@
 #include "notify_ext.h"
 #include "principal.h"
 #include "webhook.h"
+#include "webhook_policy.h"
 
 WebhookShared *webhook_shared = NULL;
 
@@ -442,6 +443,7 @@ define_gucs(void)
 							32, 1, 10000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+	webhook_policy_define_gucs();
 }
 
 /* ---------------------------------------------------------------------

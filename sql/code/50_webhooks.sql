@@ -30,6 +30,12 @@ REVOKE ALL ON FUNCTION notify_ext._webhooks_changed() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION notify_ext._webhook_worker_available() RETURNS boolean
     LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'notify_ext_webhook_worker_available';
 
+-- 22023 unless url is an allowed webhook or token URL (docs/webhooks.md,
+-- "URL policy"); what names it in the messages.
+CREATE OR REPLACE FUNCTION notify_ext._webhook_check_url(url text, what text) RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'notify_ext_webhook_check_url';
+REVOKE ALL ON FUNCTION notify_ext._webhook_check_url(text, text) FROM PUBLIC;
+
 -- The webhook-id of every attempt to deliver event seq to a webhook.
 CREATE OR REPLACE FUNCTION notify_ext._webhook_message_id(webhook uuid, seq bigint) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -99,10 +105,7 @@ BEGIN
             RAISE EXCEPTION 'auth_type OAUTH_2_CLIENT_CREDENTIALS needs a token_url'
                 USING ERRCODE = 'invalid_parameter_value', HINT = v_hint;
         END IF;
-        IF token_url !~* '^https?://[^/?#]+' THEN
-            RAISE EXCEPTION 'token_url "%" is not an http:// or https:// URL', token_url
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
+        PERFORM notify_ext._webhook_check_url(token_url, 'token_url');
         IF (key IS NULL OR key = '') <> (secret IS NULL OR secret = '') THEN
             RAISE EXCEPTION 'auth_type OAUTH_2_CLIENT_CREDENTIALS needs %',
                   CASE WHEN key IS NULL OR key = '' THEN 'a key (the client id) with the secret'
@@ -195,24 +198,6 @@ BEGIN
 END
 $$;
 
--- Internal: 22023 unless url is an absolute http(s) URL.
-CREATE OR REPLACE FUNCTION notify_ext._webhook_check_url(url text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF url IS NULL OR url = '' THEN
-        RAISE EXCEPTION 'webhook url must not be empty'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF url !~* '^https?://[^/?#\s]+[^\s]*$' THEN
-        RAISE EXCEPTION 'webhook url "%" is not an http:// or https:// URL', url
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Webhooks are delivered by HTTP POST, e.g. to https://example.com/hooks.';
-    END IF;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION notify_ext.create_webhook(url text, operations text[] DEFAULT NULL,
         streams text[] DEFAULT NULL, resource_id text DEFAULT NULL,
         include_subresources boolean DEFAULT true, auth_config uuid DEFAULT NULL)
@@ -228,7 +213,7 @@ DECLARE
     v_cursor bigint;
 BEGIN
     PERFORM notify_ext._require_service_caller('create_webhook');
-    PERFORM notify_ext._webhook_check_url(url);
+    PERFORM notify_ext._webhook_check_url(url, 'webhook url');
     v_ops := notify_ext._webhook_check_list(operations, 'operations');
     v_streams := notify_ext._webhook_check_list(streams, 'streams');
     IF include_subresources IS NULL THEN

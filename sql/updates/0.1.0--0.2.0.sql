@@ -93,3 +93,13 @@ SELECT pg_catalog.pg_extension_config_dump('notify_ext.delivery_log_id_seq', '')
 -- is what takes a table off the list of configuration tables.
 ALTER EXTENSION notify_ext DROP TABLE notify_ext.inbox_counts;
 ALTER EXTENSION notify_ext ADD TABLE notify_ext.inbox_counts;
+
+--------------------------------------------------------------------------
+-- Webhook URL policy
+--
+-- The URL check of create_webhook() and create_subscription_auth() is in C
+-- now (docs/webhooks.md, "URL policy"): _webhook_check_url(url, what)
+-- replaces _webhook_check_url(url).
+--------------------------------------------------------------------------
+
+DROP FUNCTION notify_ext._webhook_check_url(text);

@@ -3,10 +3,11 @@
 -- required fields (22023 naming the missing one), secrets sealed (never in
 -- the table as plain text, never listed), deleting one in use refused with
 -- 55000; create_webhook's checks (URL, filters, unknown resource or auth
--- config); webhook_secret's format; list_webhooks' shape; scope matching;
--- queueing up to the committed horizon; redeliver; the deliveries view;
--- the GUCs.  Delivery itself is tested end to end in
--- test/e2e/test_webhooks_e2e.py.
+-- config); the URL policy for webhook URLs and token URLs, and
+-- notify_ext.webhook_denied_networks; webhook_secret's format;
+-- list_webhooks' shape; scope matching; queueing up to the committed
+-- horizon; redeliver; the deliveries view; the GUCs.  Delivery itself is
+-- tested end to end in test/e2e/test_webhooks_e2e.py.
 \set SHOW_CONTEXT never
 CREATE ROLE regress_wh_app NOLOGIN;
 CREATE ROLE regress_wh_svc NOLOGIN IN ROLE regress_wh_app;
@@ -20,7 +21,25 @@ SHOW notify_ext.webhook_retry_schedule;
 SHOW notify_ext.webhook_disable_after;
 SHOW notify_ext.webhook_concurrency;
 SHOW notify_ext.webhook_endpoint_concurrency;
+SHOW notify_ext.webhook_denied_networks;
 SELECT regress_try($$SET notify_ext.webhook_timeout = '1s'$$);
+
+-- Like regress_try, with the detail and the hint.
+CREATE FUNCTION regress_wh_try(statement text) RETURNS text
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_detail text;
+    v_hint text;
+BEGIN
+    EXECUTE statement;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+    RETURN SQLSTATE || ': ' || SQLERRM
+        || CASE WHEN v_detail <> '' THEN E'\nDETAIL: ' || v_detail ELSE '' END
+        || CASE WHEN v_hint <> '' THEN E'\nHINT: ' || v_hint ELSE '' END;
+END
+$$;
 
 -- Service calls are refused for plain roles.
 SET ROLE regress_wh_plain;
@@ -94,7 +113,113 @@ SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', str
 SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', resource_id => 'regress_wh_nope')$$);
 SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', include_subresources => NULL)$$);
 SELECT regress_try($$SELECT notify_ext.create_webhook('http://127.0.0.1:9/', auth_config => '00000000-0000-0000-0000-000000000000')$$);
+
+-- The URL policy: every form below is refused with 22023, a message that
+-- names the URL (never a password in it) and a hint.
+\pset format unaligned
+SELECT url, regress_wh_try(format('SELECT notify_ext.create_webhook(%L)', url)) AS refused
+  FROM unnest(ARRAY[
+        'http://169.254.169.254/latest/meta-data/',
+        'http://169.254.1.2:8080/x',
+        'http://[fd00:ec2::254]/',
+        'http://[fd00:ec2:0:0::254]/latest',
+        'http://[fe80::1]/',
+        'http://[fe80::1%25eth0]/',
+        'http://[febf:ffff::1]:8080/',
+        'http://2852039166/',
+        'http://0xA9FEA9FE/',
+        'http://0251.0376.0251.0376/',
+        'http://169.254.43518/',
+        'http://169.254.169.254./',
+        'http://%31%36%39.254.169.254/',
+        'http://[::ffff:169.254.169.254]/',
+        'http://[::ffff:a9fe:a9fe]/',
+        'http://[64:ff9b::169.254.169.254]/',
+        'http://metadata.google.internal/computeMetadata/v1/',
+        'http://METADATA.Google.Internal./x',
+        'http://example.com:99999/',
+        'http://example.com:65536/',
+        'http://example.com:0/',
+        'http://example.com:8o/',
+        'http:///x',
+        'http:/x',
+        'http://',
+        'http://?x',
+        'http://user:password@example.com/',
+        'https://sk_live_abc@example.com/',
+        'http://:pw@example.com/',
+        'http:/user:password@example.com/',
+        'ftp://example.com/x',
+        'ftp://user:password@example.com/x',
+        'file:///etc/passwd',
+        'gopher://127.0.0.1:6379/_x',
+        'javascript:alert(1)',
+        'example.com/x',
+        'http://exa mple.com/',
+        'http://a@b@example.com/'
+       ]) url;
+\pset format aligned
 SELECT count(*) AS webhooks_after_errors FROM notify_ext.list_webhooks();
+
+-- Allowed: names (checked again, resolved, when the worker connects),
+-- loopback, public addresses, explicit ports.
+SELECT url, notify_ext.create_webhook(url) IS NOT NULL AS created
+  FROM unnest(ARRAY['https://example.com:8443/x', 'http://127.0.0.1:1234/', 'http://[::1]:8080/hook',
+                    'http://localhost/', 'HTTPS://Example.COM/x?y=1#z', 'http://93.184.216.34/',
+                    'http://[2001:db8::1]:65535/']) url;
+SELECT notify_ext.delete_webhook((w ->> 'id')::uuid) FROM notify_ext.list_webhooks() w;
+
+-- token_url of an OAuth2 auth config: the same policy.
+\pset format unaligned
+SELECT url, regress_wh_try(format(
+           'SELECT notify_ext.create_subscription_auth(%L, %L, %L, %L, %L)',
+           'OAUTH_2_CLIENT_CREDENTIALS', 'id', 'sec', 'read', url)) AS refused
+  FROM unnest(ARRAY[
+        'http://169.254.169.254/token',
+        'http://[fd00:ec2::254]/token',
+        'http://2852039166/token',
+        'http://0xA9FEA9FE/token',
+        'http://[::ffff:169.254.169.254]/token',
+        'http://metadata.google.internal/token',
+        'https://auth.example.com:99999/token',
+        'https://auth.example.com:0/token',
+        'http:///token',
+        'https://client:s3cret@auth.example.com/token',
+        'ftp://auth.example.com/token'
+       ]) url;
+\pset format aligned
+SELECT count(*) AS auth_configs_after_errors FROM notify_ext.list_subscription_auth();
+SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'id', 'sec', 'read',
+                                           'https://auth.example.com:8443/token') AS policy_auth \gset
+SELECT notify_ext.delete_subscription_auth(:'policy_auth');
+
+-- notify_ext.webhook_denied_networks: superusers only; a list of CIDRs,
+-- checked when set.
+SELECT regress_wh_try($$SET notify_ext.webhook_denied_networks = '10.0.0.0/8'$$) AS as_service_caller;
+RESET ROLE;
+\pset format unaligned
+SELECT value, regress_wh_try(format('SET notify_ext.webhook_denied_networks = %L', value)) AS result
+  FROM unnest(ARRAY['10.0.0.0/8', '10.0.0.0/8, 192.168.0.0/16 ,fc00::/7', '', ' ', '10.1.2.3',
+                    'fd12::1', '::ffff:10.0.0.0/104', '0.0.0.0/0', '10.0.0.1/8', 'fc00::1/7',
+                    '10.0.0.0/33', 'fc00::/129', '10.0.0.0/', '10.0.0.0/-1', '10.0.0.0/8x',
+                    '10.0.0/8', 'ten', 'example.com', '10.0.0.0/8; 11.0.0.0/8']) value;
+\pset format aligned
+RESET notify_ext.webhook_denied_networks;
+
+-- What it lists is refused at creation (written as an address), on top of
+-- the built-in networks; loopback stays allowed unless listed.
+SET notify_ext.webhook_denied_networks = '10.0.0.0/8, 192.168.0.0/16, fc00::/7, 127.0.0.2';
+SET ROLE regress_wh_svc;
+\pset format unaligned
+SELECT url, regress_wh_try(format('SELECT notify_ext.create_webhook(%L)', url)) AS result
+  FROM unnest(ARRAY['http://10.1.2.3/', 'http://167772161/', 'http://[::ffff:10.0.0.1]/',
+                    'http://192.168.1.1:8080/', 'http://[fd12::1]/', 'http://127.0.0.2/',
+                    'http://11.0.0.1/', 'http://127.0.0.1/', 'http://192.169.0.1/']) url;
+\pset format aligned
+SELECT notify_ext.delete_webhook((w ->> 'id')::uuid) FROM notify_ext.list_webhooks() w;
+RESET ROLE;
+RESET notify_ext.webhook_denied_networks;
+SET ROLE regress_wh_svc;
 
 RESET ROLE;
 SELECT notify_ext.register_resource('regress_wh_p', 'project');
@@ -188,6 +313,7 @@ RESET ROLE;
 SELECT count(*) AS queued_left FROM notify_ext.webhook_queue;
 
 -- Clean up.
+DROP FUNCTION regress_wh_try(text);
 DELETE FROM notify_ext.resources WHERE id LIKE 'regress\_wh\_%';
 DELETE FROM notify_ext.notifications WHERE recipient LIKE 'regress\_wh\_%';
 RESET notify_ext.app_role;
