@@ -20,6 +20,11 @@
  * until shortly before they expire; a 401 drops the token and the delivery
  * is sent once more with a fresh one.
  *
+ * Every address a request connects to, after DNS resolution, is checked
+ * against the URL policy (webhook_policy.c) before the socket is opened, so
+ * that a host name cannot lead to a denied address; redirects are never
+ * followed and proxies from the environment are not used.
+ *
  * Nothing is lost on a crash: claims are cleared when the worker starts,
  * so whatever was in flight is sent again (at least once), with the same
  * webhook-id, derived from (webhook, seq).
@@ -28,6 +33,8 @@
 
 #include <signal.h>
 #include <pthread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <curl/curl.h>
 #include <sodium.h>
@@ -59,6 +66,7 @@
 #include "notify_ext.h"
 #include "principal.h"
 #include "webhook.h"
+#include "webhook_policy.h"
 
 #define USER_AGENT "notify_ext-webhooks/0.1.0"
 
@@ -121,6 +129,7 @@ typedef struct Transfer
 	CURL	   *easy;
 	struct curl_slist *headers;
 	char		errbuf[CURL_ERROR_SIZE];
+	char		denied[256];	/* why an address was not connected to */
 	StringInfoData resp;
 	Size		resp_limit;
 	TimestampTz started_at;
@@ -184,6 +193,10 @@ static TimestampTz first_result_at;
 static bool more_due = true;
 static TimestampTz next_due = 0;	/* 0: nothing known */
 static TimestampTz next_scan = 0;
+
+/* notify_ext.webhook_denied_networks as last applied, and since when. */
+static char *applied_denied_networks = NULL;
+static TimestampTz denied_networks_changed_at = 0;
 
 /* ---------------------------------------------------------------------
  * Helpers
@@ -551,6 +564,73 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/*
+ * Before each connection, after DNS resolution: refuses a denied address
+ * (webhook_policy.c) and notes why, for the transfer's error.  curl then
+ * tries the host's other addresses, if any.
+ */
+static curl_socket_t
+open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	Transfer   *t = (Transfer *) clientp;
+	const char *rule = webhook_address_denied(&address->addr);
+
+	if (rule != NULL)
+	{
+		char		addr[INET6_ADDRSTRLEN];
+		char	   *url = NULL;
+		CURLU	   *u;
+		char	   *host = NULL;
+
+		webhook_address_text(&address->addr, addr, sizeof(addr));
+		curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &url);
+		u = curl_url();
+		if (u != NULL && url != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK)
+			curl_url_get(u, CURLUPART_HOST, &host, 0);
+		if (t->denied[0] == '\0')
+			snprintf(t->denied, sizeof(t->denied), "address %s of host %s is denied: it is %s",
+					 addr, host ? host : "?", rule);
+		curl_free(host);
+		curl_url_cleanup(u);
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * A connection opened before notify_ext.webhook_denied_networks last
+ * changed was checked under the old list: it is not used again.
+ */
+static void
+no_connections_from_before_the_policy(CURL *e)
+{
+	int64		age_s;
+
+	if (denied_networks_changed_at == 0)
+		return;
+	age_s = (GetCurrentTimestamp() - denied_networks_changed_at) / USECS_PER_SEC - 1;
+	if (age_s < 1)
+		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+	else
+		curl_easy_setopt(e, CURLOPT_MAXLIFETIME_CONN, (long) Min(age_s, (int64) LONG_MAX));
+}
+
+/* Notes when notify_ext.webhook_denied_networks changed (after a reload). */
+static void
+note_denied_networks(void)
+{
+	const char *now = webhook_denied_networks ? webhook_denied_networks : "";
+
+	if (applied_denied_networks != NULL && strcmp(applied_denied_networks, now) == 0)
+		return;
+	if (applied_denied_networks != NULL)
+	{
+		pfree(applied_denied_networks);
+		denied_networks_changed_at = GetCurrentTimestamp();
+	}
+	applied_denied_networks = MemoryContextStrdup(worker_cxt, now);
+}
+
 static CURL *
 new_easy(Transfer *t, const char *url)
 {
@@ -573,7 +653,13 @@ new_easy(Transfer *t, const char *url)
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	/* The address check must see the endpoint's address, not a proxy's. */
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+	no_connections_from_before_the_policy(e);
 	t->errbuf[0] = '\0';
+	t->denied[0] = '\0';
 	return e;
 }
 
@@ -627,6 +713,15 @@ reset_for_resend(Transfer *t)
 	if (t->token_used)
 		pfree(t->token_used);
 	t->token_used = NULL;
+}
+
+/* What went wrong with a failed transfer. */
+static const char *
+curl_error_text(Transfer *t, CURLcode code)
+{
+	if (code == CURLE_COULDNT_CONNECT && t->denied[0] != '\0')
+		return t->denied;
+	return t->errbuf[0] ? t->errbuf : curl_easy_strerror(code);
 }
 
 static void finish_delivery(Transfer *t, int status, const char *error, long retry_after_s, bool ok);
@@ -831,7 +926,7 @@ finish_token(Transfer *t, CURLcode code)
 		error = psprintf("token request to %s failed: %s", tk->token_url,
 						 code == CURLE_OPERATION_TIMEDOUT
 						 ? psprintf("timed out after %d ms", webhook_timeout_ms)
-						 : (t->errbuf[0] ? t->errbuf : curl_easy_strerror(code)));
+						 : curl_error_text(t, code));
 	else if (status < 200 || status > 299)
 		error = psprintf("token request to %s failed: HTTP %ld: %.*s", tk->token_url, status,
 						 Min(t->resp.len, ERROR_BODY_BYTES), t->resp.data);
@@ -931,7 +1026,7 @@ delivery_done(Transfer *t, CURLcode code)
 		if (code == CURLE_OPERATION_TIMEDOUT)
 			error = psprintf("timed out after %d ms", webhook_timeout_ms);
 		else
-			error = pstrdup(t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
+			error = pstrdup(curl_error_text(t, code));
 		finish_delivery(t, 0, error, 0, false);
 		return;
 	}
@@ -1320,6 +1415,7 @@ webhook_worker_main(Datum main_arg)
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	apply_curl_limits();
+	note_denied_networks();
 
 	/* Nothing to do in a database without notify_ext (or an old version). */
 	SetCurrentStatementStartTimestamp();
@@ -1358,6 +1454,7 @@ webhook_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			apply_curl_limits();
+			note_denied_networks();
 		}
 
 		SpinLockAcquire(&webhook_shared->mutex);

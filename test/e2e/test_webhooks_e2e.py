@@ -9,12 +9,14 @@ failing for longer than webhook_disable_after; Basic auth; OAuth2 client
 credentials with token caching and a refresh after 401; filters; redeliver;
 the worker terminated (restarted by the launcher); the server stopped with
 -m immediate in the middle of a delivery and started again; secrets not in
-pg_dump's output.
+pg_dump's output; addresses of notify_ext.webhook_denied_networks refused
+when the worker connects (webhooks and token requests).
 """
 
 import base64
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -379,3 +381,51 @@ def test_secrets_not_in_pg_dump(db, db_dsn):
     assert secret[6:].encode() not in out
     key_hex = base64.b64decode(secret[6:]).hex().encode()
     assert key_hex not in out
+
+
+DENY_LOOPBACK = {"notify_ext.webhook_denied_networks": "127.0.0.0/8, ::1/128"}
+DENIED = (r"address (127\.0\.0\.1|::1) of host localhost is denied: "
+          r"it is in (127\.0\.0\.0/8|::1/128) \(notify_ext\.webhook_denied_networks\)")
+
+
+def test_denied_address_refused_when_connecting(db, servers, admin_dsn):
+    """A host name passes creation; the addresses it resolves to are checked
+    when the worker connects.  With loopback denied, localhost gets nothing,
+    not even over a connection kept open from before, and the delivery log
+    names the address.  Allowed again, the retry goes through."""
+    hook = servers()
+    wh = create_webhook(db, f"http://localhost:{hook.port}/hook")
+    publish(db)
+    hook.wait_for(1)
+    alter_system(admin_dsn, DENY_LOOPBACK)
+    try:
+        seq = publish(db)
+        row = wait_until(lambda: [r for r in deliveries(db, wh) if r[0] == seq], what="a refused attempt")[0]
+        assert row[3] is None and re.fullmatch(DENIED, row[4]), row[4]
+        assert row[5] is not None                       # retried on the schedule
+        assert len(hook.requests) == 1
+        info = webhook_info(db, wh)
+        assert re.fullmatch(DENIED, info["last_error"])
+    finally:
+        alter_system(admin_dsn, {name: None for name in DENY_LOOPBACK})
+    (_, second) = hook.wait_for(2)
+    assert second.json["seq"] == seq
+
+
+def test_denied_token_url_refused_when_connecting(db, servers, admin_dsn):
+    """The token request of an OAuth2 auth config gets the same check."""
+    tokens = servers(TokenServer)
+    hook = servers()
+    auth = db.execute(
+        "SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'client-1', 's3cret',"
+        " 'events:write', %s)", (f"http://localhost:{tokens.port}/oauth/token",)).fetchone()[0]
+    wh = create_webhook(db, hook.url(), auth_config=auth)
+    alter_system(admin_dsn, DENY_LOOPBACK)
+    try:
+        publish(db)
+        row = wait_until(lambda: deliveries(db, wh), what="a failed attempt")[0]
+        prefix = f"token request to http://localhost:{tokens.port}/oauth/token failed: "
+        assert row[4].startswith(prefix) and re.fullmatch(DENIED, row[4][len(prefix):]), row[4]
+        assert tokens.requests == [] and hook.requests == []
+    finally:
+        alter_system(admin_dsn, {name: None for name in DENY_LOOPBACK})
