@@ -26,6 +26,9 @@
 #include <curl/curl.h>
 
 #include "fmgr.h"
+#include "funcapi.h"
+#include "access/htup_details.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
@@ -382,6 +385,18 @@ url_for_message(const char *url)
 	return psprintf("%.*s***%s", (int) (start - url), url, at);
 }
 
+/* The URL without its user info. */
+static char *
+url_without_userinfo(const char *url)
+{
+	const char *start;
+	const char *at;
+
+	if (!userinfo_bounds(url, &start, &at))
+		return pstrdup(url);
+	return psprintf("%.*s%s", (int) (start - url), url, at + 1);
+}
+
 /* A part of a parsed URL, palloc'd; NULL when the URL has none. */
 static char *
 url_part(CURLU *h, CURLUPart part, unsigned int flags)
@@ -573,4 +588,37 @@ notify_ext_webhook_check_url(PG_FUNCTION_ARGS)
 
 	webhook_check_url(url, what);
 	PG_RETURN_VOID();
+}
+
+/*
+ * (url without its user info, user name, password) of a URL; the user name
+ * and password URL-decoded as curl sends them, NULL when it has none.
+ * For updates from versions that accepted credentials in URLs.
+ */
+PG_FUNCTION_INFO_V1(notify_ext_webhook_url_credentials);
+Datum
+notify_ext_webhook_url_credentials(PG_FUNCTION_ARGS)
+{
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	ParsedUrl	u;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "notify_ext_webhook_url_credentials must return a record");
+	desc = BlessTupleDesc(desc);
+	parse_url(url, &u);
+	/* Not text in the database's encoding: drop them, never store them. */
+	if ((u.user && !pg_verifymbstr(u.user, strlen(u.user), true)) ||
+		(u.password && !pg_verifymbstr(u.password, strlen(u.password), true)))
+		u.user = u.password = NULL;
+	values[0] = CStringGetTextDatum(url_without_userinfo(url));
+	nulls[1] = u.user == NULL;
+	if (u.user)
+		values[1] = CStringGetTextDatum(u.user);
+	nulls[2] = u.password == NULL;
+	if (u.password)
+		values[2] = CStringGetTextDatum(u.password);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

@@ -103,3 +103,66 @@ ALTER EXTENSION notify_ext ADD TABLE notify_ext.inbox_counts;
 --------------------------------------------------------------------------
 
 DROP FUNCTION notify_ext._webhook_check_url(text);
+
+--------------------------------------------------------------------------
+-- Webhook URLs without credentials
+--
+-- 0.2.0 refuses a user name or password in a webhook URL or a token_url;
+-- 0.1.0 accepted them and curl sent them as Basic authentication.  So that
+-- no password stays in clear in the tables (and in pg_dump,
+-- list_webhooks() and list_subscription_auth()):
+--   - a webhook without an auth config gets a new BASIC_AUTH config that
+--     holds them, the password sealed, and keeps sending what it sent;
+--   - a webhook with an auth config, and a token_url, used the config's
+--     credentials already: the ones in the URL are dropped;
+--   - the URL in the WEBHOOK_DISABLED notifications of those webhooks is
+--     replaced too.
+-- Webhooks are not checked against the rest of the policy here: the
+-- worker checks every address before it connects.
+--------------------------------------------------------------------------
+
+-- For this update only.
+CREATE FUNCTION notify_ext._webhook_url_credentials(url text,
+        OUT url_without text, OUT user_name text, OUT password text)
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'notify_ext_webhook_url_credentials';
+
+DO $$
+DECLARE
+    w record;
+    c record;
+    v_auth uuid;
+BEGIN
+    FOR w IN SELECT x.id, x.url, x.auth_config, x.created_by
+               FROM notify_ext.webhooks x ORDER BY x.created_at, x.id
+    LOOP
+        c := notify_ext._webhook_url_credentials(w.url);
+        CONTINUE WHEN c.url_without = w.url;
+        v_auth := w.auth_config;
+        IF v_auth IS NULL AND (c.user_name IS NOT NULL OR c.password IS NOT NULL) THEN
+            INSERT INTO notify_ext.subscription_auth AS a (auth_type, key, secret_sealed, created_by)
+            VALUES ('BASIC_AUTH', NULLIF(c.user_name, ''),
+                    CASE WHEN c.password <> ''
+                         THEN notify_ext._webhook_seal(pg_catalog.convert_to(c.password, 'UTF8')) END,
+                    w.created_by)
+            RETURNING a.id INTO v_auth;
+        END IF;
+        UPDATE notify_ext.webhooks x SET url = c.url_without, auth_config = v_auth WHERE x.id = w.id;
+        UPDATE notify_ext.notifications n
+           SET message = pg_catalog.replace(n.message, w.url, c.url_without),
+               meta = pg_catalog.jsonb_set(n.meta, '{url}', pg_catalog.to_jsonb(c.url_without))
+         WHERE n.type = 'WEBHOOK_DISABLED' AND n.meta ->> 'webhook' = w.id::text;
+    END LOOP;
+
+    UPDATE notify_ext.subscription_auth a
+       SET token_url = (notify_ext._webhook_url_credentials(a.token_url)).url_without
+     WHERE a.token_url IS NOT NULL
+       AND (notify_ext._webhook_url_credentials(a.token_url)).url_without <> a.token_url;
+
+    -- Have the worker start again, now that the functions it calls are there.
+    IF EXISTS (SELECT 1 FROM notify_ext.webhooks x WHERE x.status = 'active') THEN
+        PERFORM notify_ext._webhooks_changed();
+    END IF;
+END
+$$;
+
+DROP FUNCTION notify_ext._webhook_url_credentials(text);

@@ -10,7 +10,8 @@ credentials with token caching and a refresh after 401; filters; redeliver;
 the worker terminated (restarted by the launcher); the server stopped with
 -m immediate in the middle of a delivery and started again; secrets not in
 pg_dump's output; addresses of notify_ext.webhook_denied_networks refused
-when the worker connects (webhooks and token requests).
+when the worker connects (webhooks and token requests); the update from
+0.1.0 taking credentials out of webhook URLs.
 """
 
 import base64
@@ -24,7 +25,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import PGBIN, PG_OS_USER, start_server, stop_server
+from conftest import DB_PREFIX, PGBIN, PG_OS_USER, dsn_for, start_server, stop_server
 from webhook_servers import HookServer, TokenServer, verify_signature
 
 TIMEOUT = "1s"
@@ -363,18 +364,22 @@ def test_crash_in_the_middle_of_a_delivery(db, db_dsn, servers):
         assert rows[-1][3] == 200
 
 
+def pg_dump(conn):
+    """pg_dump's plain output for the database of conn."""
+    dbname = conn.execute("SELECT current_database()").fetchone()[0]
+    cmd = [os.path.join(PGBIN, "pg_dump"), "-h", conn.info.host, "-p", str(conn.info.port),
+           "-U", "postgres", "-d", dbname]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", PG_OS_USER, "--", *cmd]
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                          timeout=120).stdout
+
+
 def test_secrets_not_in_pg_dump(db, db_dsn):
     db.execute("SELECT notify_ext.create_subscription_auth('BASIC_AUTH', 'dumpuser', 'Dump-S3cret-xyz')")
     wh = create_webhook(db, "http://127.0.0.1:9/hook")
     secret = db.execute("SELECT notify_ext.webhook_secret(%s)", (wh,)).fetchone()[0]
-    dbname = db.execute("SELECT current_database()").fetchone()[0]
-    host = db.info.host
-    port = str(db.info.port)
-    cmd = [os.path.join(PGBIN, "pg_dump"), "-h", host, "-p", port, "-U", "postgres", "-d", dbname]
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", PG_OS_USER, "--", *cmd]
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                         timeout=120).stdout
+    out = pg_dump(db)
     assert b"dumpuser" in out              # the config is kept ...
     assert b"Dump-S3cret-xyz" not in out   # ... its secret is not readable
     assert secret.encode() not in out
@@ -429,3 +434,62 @@ def test_denied_token_url_refused_when_connecting(db, servers, admin_dsn):
         assert tokens.requests == [] and hook.requests == []
     finally:
         alter_system(admin_dsn, {name: None for name in DENY_LOOPBACK})
+
+
+def test_update_from_0_1_0_takes_credentials_out_of_urls(admin_dsn, servers):
+    """0.1.0 accepted http://user:password@host/ and curl sent the pair as
+    Basic authentication.  The update moves it into a sealed BASIC_AUTH auth
+    config (which keeps working) when the webhook has none, drops it from the
+    URL otherwise and from token URLs, and no password is left in the
+    tables, list_webhooks(), the notifications or pg_dump."""
+    hook = servers()
+    name = f"{DB_PREFIX}_webhook_update"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(dsn_for(name), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION notify_ext VERSION '0.1.0'")
+            moved = create_webhook(conn, f"http://u:Url-S3cret@127.0.0.1:{hook.port}/x")
+            none_auth = conn.execute("SELECT notify_ext.create_subscription_auth('NO_AUTH')").fetchone()[0]
+            stripped = create_webhook(conn, "http://v:Url-Pw2@127.0.0.1:9/y", auth_config=none_auth)
+            oauth = conn.execute(
+                "SELECT notify_ext.create_subscription_auth('OAUTH_2_CLIENT_CREDENTIALS', 'c', 'client-secret',"
+                " 'read', 'http://c:Token-Pw3@127.0.0.1:9/token')").fetchone()[0]
+            conn.execute("SELECT notify_ext._webhook_disable(%s, 'for the test')", (stripped,))
+            assert conn.execute("SELECT count(*) FROM notify_ext.notifications"
+                                " WHERE message LIKE '%%Url-Pw2%%'").fetchone()[0] == 1
+
+            conn.execute("ALTER EXTENSION notify_ext UPDATE")
+
+            rows = dict(conn.execute("SELECT id, url FROM notify_ext.webhooks").fetchall())
+            assert rows == {moved: f"http://127.0.0.1:{hook.port}/x", stripped: "http://127.0.0.1:9/y"}
+            listed = json.dumps([w for (w,) in conn.execute("SELECT * FROM notify_ext.list_webhooks()")])
+            auths = conn.execute(
+                "SELECT a.id, a.auth_type, a.key, a.token_url, a.secret_sealed"
+                "  FROM notify_ext.subscription_auth a ORDER BY a.created_at").fetchall()
+            by_id = {a[0]: a for a in auths}
+            new_auth = conn.execute("SELECT auth_config FROM notify_ext.webhooks WHERE id = %s",
+                                    (moved,)).fetchone()[0]
+            assert by_id[new_auth][1:3] == ("BASIC_AUTH", "u")
+            assert b"Url-S3cret" not in by_id[new_auth][4]
+            assert conn.execute("SELECT auth_config FROM notify_ext.webhooks WHERE id = %s",
+                                (stripped,)).fetchone()[0] == none_auth
+            assert by_id[oauth][3] == "http://127.0.0.1:9/token"
+            notes = conn.execute("SELECT message, meta::text FROM notify_ext.notifications").fetchall()
+            dump = pg_dump(conn)
+            for secret in ("Url-S3cret", "Url-Pw2", "Token-Pw3"):
+                assert secret not in listed
+                assert all(secret not in str(a) for a in auths)
+                assert all(secret not in m and secret not in meta for m, meta in notes)
+                assert secret.encode() not in dump
+            assert "127.0.0.1:9/y" in notes[0][0]
+
+            # The moved credentials are sent as before.
+            publish(conn)
+            (req,) = hook.wait_for(1, timeout=30)
+            assert req.path == "/x"
+            assert req.headers["authorization"] == "Basic " + base64.b64encode(b"u:Url-S3cret").decode()
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
