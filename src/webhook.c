@@ -438,7 +438,8 @@ define_gucs(void)
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("notify_ext.webhook_endpoint_concurrency",
 							"Deliveries to one webhook in flight at the same time.",
-							"Also the number of connections kept open to one webhook's host.",
+							"While other webhooks have deliveries waiting, a webhook gets at most "
+							"its share of notify_ext.webhook_concurrency, if that is less.",
 							&webhook_endpoint_concurrency,
 							32, 1, 10000,
 							PGC_SIGHUP, 0,

@@ -25,6 +25,11 @@
  * that a host name cannot lead to a denied address; redirects are never
  * followed and proxies from the environment are not used.
  *
+ * Fair share: each webhook gets at most its share of the delivery slots
+ * while others have work waiting, and a slot is held back for webhooks
+ * that have none, so endpoints that hang cannot hold up the others (see
+ * allot_slots()).
+ *
  * Nothing is lost on a crash: claims are cleared when the worker starts,
  * so whatever was in flight is sent again (at least once), with the same
  * webhook-id, derived from (webhook, seq).
@@ -94,6 +99,7 @@ typedef struct Webhook
 	pg_uuid_t	id;				/* hash key */
 	bool		present;		/* in the last configuration read */
 	int			inflight;
+	int			due;			/* due deliveries not in flight, as last counted */
 	char	   *url;
 	unsigned char signing_key[32];
 	AuthKind	auth_kind;
@@ -460,6 +466,7 @@ load_config(void)
 		if (!found)
 		{
 			w->inflight = 0;
+			w->due = 0;
 			w->url = NULL;
 			w->user = w->password = NULL;
 		}
@@ -1128,7 +1135,11 @@ static void
 apply_curl_limits(void)
 {
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) Max(webhook_concurrency, 16));
-	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) webhook_endpoint_concurrency);
+	/*
+	 * No limit per host in curl: the claim limits each webhook, and a
+	 * limit per host would let a webhook whose endpoint hangs hold up
+	 * another one on the same host.
+	 */
 }
 
 /* ---------------------------------------------------------------------
@@ -1160,16 +1171,154 @@ typedef struct Claimed
 	char	   *message;
 } Claimed;
 
-/* Claims due deliveries for the free slots; returns them (in worker_cxt). */
-static Claimed *
-claim_due(int *nclaimed)
+/*
+ * Counts the due deliveries (not in flight) of each webhook, up to
+ * webhook_endpoint_concurrency, the most one webhook can start at once.
+ */
+static void
+count_due(void)
 {
 	HASH_SEQ_STATUS hs;
 	Webhook    *w;
-	int			free_total = webhook_concurrency - ntransfers;
+	Datum	   *ids = palloc(Max(hash_get_num_entries(webhooks), 1) * sizeof(Datum));
+	int			n = 0;
+	Oid			argtypes[2] = {UUIDARRAYOID, INT4OID};
+	Datum		args[2];
+	int			ret;
+	uint64		i;
+
+	hash_seq_init(&hs, webhooks);
+	while ((w = hash_seq_search(&hs)) != NULL)
+	{
+		w->due = 0;
+		if (w->present)
+			ids[n++] = UUIDPGetDatum(&w->id);
+	}
+	if (n == 0)
+		return;
+	args[0] = array_of(ids, NULL, n, UUIDOID);
+	args[1] = Int32GetDatum(webhook_endpoint_concurrency);
+	ret = SPI_execute_with_args("SELECT webhook, due FROM notify_ext._webhook_due($1, $2)",
+								2, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "notify_ext webhook worker: counting due deliveries failed: %s", SPI_result_code_string(ret));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+
+		w = hash_search(webhooks, DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull)),
+						HASH_FIND, NULL);
+		if (w != NULL)
+			w->due = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+	}
+}
+
+/* How many deliveries of one webhook to claim now. */
+typedef struct Allotment
+{
+	Webhook    *w;
+	int			room;			/* the most it may start now */
+	int			given;
+} Allotment;
+
+static int
+fewest_in_flight_first(const void *a, const void *b)
+{
+	int			x = ((const Allotment *) a)->w->inflight;
+	int			y = ((const Allotment *) b)->w->inflight;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Hands out the free delivery slots to the webhooks with due deliveries
+ * (docs/webhooks.md, "Fair share"), into out; returns how many entries.
+ *
+ * A webhook may hold at most webhook_endpoint_concurrency transfers and,
+ * while another webhook has deliveries waiting too, at most its share:
+ *     max(1, webhook_concurrency / webhooks with deliveries due or in flight).
+ * One slot stays free for each webhook that has nothing due or in flight
+ * (for at most half of the slots), so that a webhook that gets work finds
+ * a slot at once even while the others hold theirs on endpoints that hang.
+ * The free slots go one at a time to each webhook in turn, starting with
+ * those that have the fewest in flight.
+ */
+static int
+allot_slots(Allotment *out)
+{
+	HASH_SEQ_STATUS hs;
+	Webhook    *w;
+	int			waiting = 0;
+	int			working = 0;
+	int			idle = 0;
+	int			share;
+	int			free_slots;
+	int			n = 0;
+	int			i;
+	bool		gave;
+
+	hash_seq_init(&hs, webhooks);
+	while ((w = hash_seq_search(&hs)) != NULL)
+	{
+		if (!w->present)
+			continue;
+		if (w->due > 0)
+			waiting++;
+		if (w->due > 0 || w->inflight > 0)
+			working++;
+		else
+			idle++;
+	}
+	share = Max(1, webhook_concurrency / Max(working, 1));
+	free_slots = webhook_concurrency - ntransfers - Min(idle, webhook_concurrency / 2);
+
+	hash_seq_init(&hs, webhooks);
+	while ((w = hash_seq_search(&hs)) != NULL)
+	{
+		int			cap = webhook_endpoint_concurrency;
+
+		if (!w->present || w->due == 0)
+			continue;
+		if (waiting > 1)
+			cap = Min(cap, share);
+		if (cap <= w->inflight)
+			continue;
+		out[n].w = w;
+		out[n].room = Min(cap - w->inflight, w->due);
+		out[n].given = 0;
+		n++;
+	}
+	qsort(out, n, sizeof(Allotment), fewest_in_flight_first);
+	do
+	{
+		gave = false;
+		for (i = 0; i < n && free_slots > 0; i++)
+			if (out[i].given < out[i].room)
+			{
+				out[i].given++;
+				free_slots--;
+				gave = true;
+			}
+	} while (gave && free_slots > 0);
+	return n;
+}
+
+/*
+ * Claims the due deliveries that allot_slots() gives slots to; returns them
+ * (in worker_cxt).  Each webhook gets no more than it has due, so what is
+ * left waits for a slot, and a finished delivery (which sets more_due)
+ * starts the next claim.
+ */
+static Claimed *
+claim_due(int *nclaimed)
+{
+	Allotment  *allot;
 	Datum	   *ids;
 	Datum	   *limits;
+	int			nallot;
 	int			n = 0;
+	int			j;
 	Oid			argtypes[2] = {UUIDARRAYOID, INT4ARRAYOID};
 	Datum		args[2];
 	int			ret;
@@ -1178,30 +1327,20 @@ claim_due(int *nclaimed)
 
 	*nclaimed = 0;
 	more_due = false;
-	if (free_total <= 0 || nactive == 0)
-	{
-		more_due = true;
+	if (nactive == 0 || ntransfers >= webhook_concurrency)
 		return NULL;
-	}
-	ids = palloc(hash_get_num_entries(webhooks) * sizeof(Datum));
-	limits = palloc(hash_get_num_entries(webhooks) * sizeof(Datum));
-	hash_seq_init(&hs, webhooks);
-	while ((w = hash_seq_search(&hs)) != NULL)
-	{
-		int			lim;
-
-		if (!w->present)
-			continue;
-		lim = Min(webhook_endpoint_concurrency - w->inflight, free_total);
-		if (lim <= 0)
+	count_due();
+	allot = palloc(Max(hash_get_num_entries(webhooks), 1) * sizeof(Allotment));
+	nallot = allot_slots(allot);
+	ids = palloc(Max(nallot, 1) * sizeof(Datum));
+	limits = palloc(Max(nallot, 1) * sizeof(Datum));
+	for (j = 0; j < nallot; j++)
+		if (allot[j].given > 0)
 		{
-			more_due = true;	/* it may have more due */
-			continue;
+			ids[n] = UUIDPGetDatum(&allot[j].w->id);
+			limits[n] = Int32GetDatum(allot[j].given);
+			n++;
 		}
-		ids[n] = UUIDPGetDatum(&w->id);
-		limits[n] = Int32GetDatum(lim);
-		n++;
-	}
 	if (n == 0)
 		return NULL;
 	args[0] = array_of(ids, NULL, n, UUIDOID);
@@ -1227,24 +1366,6 @@ claim_due(int *nclaimed)
 		c->message = msg ? MemoryContextStrdup(worker_cxt, msg) : NULL;
 	}
 	*nclaimed = (int) SPI_processed;
-
-	/* A webhook that got all it asked for may have more due. */
-	if (SPI_processed > 0)
-	{
-		int			j;
-
-		for (j = 0; j < n && !more_due; j++)
-		{
-			pg_uuid_t  *id = DatumGetUUIDP(ids[j]);
-			int			got = 0;
-
-			for (i = 0; i < SPI_processed; i++)
-				if (memcmp(&out[i].webhook, id, sizeof(pg_uuid_t)) == 0)
-					got++;
-			if (got >= DatumGetInt32(limits[j]))
-				more_due = true;
-		}
-	}
 	return out;
 }
 
@@ -1279,6 +1400,8 @@ start_claimed(Claimed *claimed, int n)
 
 			add_result(&c->webhook, c->seq, c->attempt, 0,
 					   "the event is no longer retained", 0, 0, 'm', now);
+			/* Its slot is still free: claim again. */
+			more_due = true;
 			continue;
 		}
 		t = MemoryContextAllocZero(worker_cxt, sizeof(Transfer));
@@ -1327,9 +1450,9 @@ extension_ready(void)
 	ok = ret == SPI_OK_SELECT && SPI_processed == 1;
 	if (ok)
 	{
-		/* Installed but not yet at a version with webhooks? */
+		/* Installed, but at a version without the functions this worker calls? */
 		ret = SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
-						  "WHERE n.nspname = 'notify_ext' AND p.proname = '_webhook_claim'", true, 0);
+						  "WHERE n.nspname = 'notify_ext' AND p.proname = '_webhook_due'", true, 0);
 		ok = ret == SPI_OK_SELECT && SPI_processed == 1;
 	}
 	return ok;

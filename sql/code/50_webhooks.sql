@@ -447,6 +447,24 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._webhook_enqueue(bigint, bigint) FROM PUBLIC;
 
+-- How many deliveries of each webhook are due and not in flight, counted up
+-- to at_most; webhooks with none are left out.
+CREATE OR REPLACE FUNCTION notify_ext._webhook_due(webhooks uuid[], at_most integer)
+    RETURNS TABLE (webhook uuid, due integer)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT l.w, d.n
+      FROM unnest(webhooks) l(w)
+     CROSS JOIN LATERAL (
+           SELECT count(*)::integer AS n
+             FROM (SELECT FROM notify_ext.webhook_queue q
+                    WHERE q.webhook = l.w AND NOT q.in_flight AND q.next_attempt_at <= now()
+                    LIMIT at_most) x) d
+     WHERE d.n > 0
+$$;
+REVOKE ALL ON FUNCTION notify_ext._webhook_due(uuid[], integer) FROM PUBLIC;
+
 -- Claims up to limits[i] due deliveries of webhooks[i]; returns them with
 -- the event JSON (NULL when retention removed the event).
 CREATE OR REPLACE FUNCTION notify_ext._webhook_claim(webhooks uuid[], limits integer[])

@@ -2,13 +2,16 @@
 
 HookServer records every request and answers with whatever its `respond`
 callable says; TokenServer is an OAuth2 token endpoint (client credentials
-grant) that hands out numbered tokens.
+grant) that hands out numbered tokens; HangingServer accepts connections and
+never answers.
 """
 
 import base64
 import hashlib
 import hmac
 import json
+import selectors
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -128,3 +131,67 @@ class TokenServer(HookServer):
             return 200, {"content-type": "application/json"}, body
 
         super().__init__(respond)
+
+
+class HangingServer:
+    """An endpoint that hangs: it accepts every connection and reads what
+    comes, but never answers.  open_connections() counts the connections
+    the client has not closed yet."""
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(512)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.conns = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            for key, _ in self.selector.select(timeout=0.1):
+                if key.fileobj is self.listener:
+                    try:
+                        conn, _ = self.listener.accept()
+                    except OSError:
+                        continue
+                    conn.setblocking(False)
+                    self.selector.register(conn, selectors.EVENT_READ)
+                    with self.lock:
+                        self.conns.add(conn)
+                    continue
+                conn = key.fileobj
+                try:
+                    data = conn.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    self.selector.unregister(conn)
+                    conn.close()
+                    with self.lock:
+                        self.conns.discard(conn)
+
+    def url(self, path="/hook"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def open_connections(self):
+        with self.lock:
+            return len(self.conns)
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(5)
+        with self.lock:
+            for conn in self.conns:
+                conn.close()
+            self.conns.clear()
+        self.selector.close()
+        self.listener.close()
