@@ -20,6 +20,8 @@ DATA_built   = sql/$(EXTENSION)--$(EXTVERSION).sql \
 DATA         = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+# Each object is rebuilt when a header it includes changes.
+PG_CFLAGS   = -MMD -MP
 SHLIB_LINK  = -lsodium -lcurl
 
 REGRESS      = $(sort $(notdir $(basename $(wildcard test/sql/*.sql))))
@@ -27,10 +29,11 @@ REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=$(EXTENSION)
 ISOLATION      = $(sort $(notdir $(basename $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso --load-extension=$(EXTENSION)
 
-EXTRA_CLEAN = test/results test/output_iso test/regression.diffs test/regression.out
+EXTRA_CLEAN = $(OBJS:.o=.d) test/results test/output_iso test/regression.diffs test/regression.out
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+-include $(OBJS:.o=.d)
 
 SCRIPT_HEADER = printf '%s\n' '-- $(EXTENSION) $(1), assembled from sql/ by the Makefile; edit the parts, not this file.' \
 	'\echo Use "$(2)" to load this file. \quit' ''

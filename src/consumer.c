@@ -6,20 +6,11 @@
  * snapshot that reads events, so an event that commits late with a lower
  * seq is still found: delivered_upto never passes the horizon.
  *
- * Replies are "<key generation>.<consumer>.<seq>", signed with
- * HMAC-SHA256 over reply "." salt under a key derived from the server key
- * file; verification is constant-time.
- *
- * Wake-ups: in the pre-commit step of a transaction that recorded events,
- * the consumers whose scope they touch get one NOTIFY each on their
- * channel; after the commit, sessions long-polling in this database are
- * woken through their latches.  A consumer's channel is a keyed hash of its
- * id (consumer_channel()), so knowing a consumer id is not enough to LISTEN,
- * and a wake-up carries only the consumer id and a seq.
+ * Replies are "<key generation>.<consumer>.<seq>", signed (keys.c) so that
+ * acknowledging needs nothing but a reply handed out.  Wake-ups are sent
+ * by wakeup.c; a long poll waits for them here.
  */
 #include "postgres.h"
-
-#include <sodium.h>
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -46,9 +37,14 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "notify_ext.h"
+#include "event_message.h"
 #include "extension.h"
+#include "keys.h"
+#include "settings.h"
+#include "ordering.h"
 #include "principal.h"
+#include "spi_plan.h"
+#include "wakeup.h"
 
 #define MAX_BATCH_SIZE 10000
 
@@ -61,330 +57,6 @@
  */
 #define SCAN_WINDOW_MIN 256
 #define SCAN_WINDOW_MAX 262144
-#define SALT_BYTES 16
-
-static char *reply_key_grace = NULL;
-
-/* ---------------------------------------------------------------------
- * Shared state: a generation bumped when consumers change, and the
- * sessions waiting in a long poll.
- * --------------------------------------------------------------------- */
-
-typedef struct ConsumerShared
-{
-	pg_atomic_uint64 generation;
-	pg_atomic_uint32 nwaiters;
-	int			nprocs;
-	pg_atomic_uint32 waiting_db[FLEXIBLE_ARRAY_MEMBER];
-} ConsumerShared;
-
-static ConsumerShared *consumer_shared = NULL;
-
-static int
-consumer_nprocs(void)
-{
-	return MaxBackends + NUM_AUXILIARY_PROCS;
-}
-
-Size
-consumer_shmem_size(void)
-{
-	return add_size(offsetof(ConsumerShared, waiting_db),
-					mul_size(consumer_nprocs(), sizeof(pg_atomic_uint32)));
-}
-
-void
-consumer_shmem_init(void)
-{
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	consumer_shared = ShmemInitStruct("notify_ext consumers", consumer_shmem_size(), &found);
-	if (!found)
-	{
-		int			i;
-
-		consumer_shared->nprocs = consumer_nprocs();
-		pg_atomic_init_u64(&consumer_shared->generation, 1);
-		pg_atomic_init_u32(&consumer_shared->nwaiters, 0);
-		for (i = 0; i < consumer_shared->nprocs; i++)
-			pg_atomic_init_u32(&consumer_shared->waiting_db[i], InvalidOid);
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-static bool consumers_changed_here = false;
-
-PG_FUNCTION_INFO_V1(notify_ext_consumers_changed);
-Datum
-notify_ext_consumers_changed(PG_FUNCTION_ARGS)
-{
-	consumers_changed_here = true;
-	PG_RETURN_VOID();
-}
-
-/* Wakes the long polls of this database after a commit that recorded events. */
-static void
-wake_waiters(int64 first_seq, int64 count)
-{
-	int			i;
-
-	if (consumer_shared == NULL || pg_atomic_read_u32(&consumer_shared->nwaiters) == 0)
-		return;
-	for (i = 0; i < consumer_shared->nprocs; i++)
-	{
-		if (pg_atomic_read_u32(&consumer_shared->waiting_db[i]) == MyDatabaseId)
-			SetLatch(&ProcGlobal->allProcs[i].procLatch);
-	}
-}
-
-static void
-consumer_xact_callback(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_COMMIT && consumers_changed_here && consumer_shared != NULL)
-		pg_atomic_fetch_add_u64(&consumer_shared->generation, 1);
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PREPARE)
-		consumers_changed_here = false;
-}
-
-static bool
-check_interval(char **newval, void **extra, GucSource source)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	Interval   *iv = NULL;
-
-	if (*newval == NULL)
-		return true;
-	/* A check hook must report, not raise: catch the input error. */
-	PG_TRY();
-	{
-		iv = DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(*newval),
-												   ObjectIdGetDatum(InvalidOid),
-												   Int32GetDatum(-1)));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		iv = NULL;
-	}
-	PG_END_TRY();
-	if (iv == NULL)
-	{
-		GUC_check_errdetail("\"%s\" is not an interval.", *newval);
-		return false;
-	}
-	if (iv->time < 0 || iv->day < 0 || iv->month < 0)
-	{
-		GUC_check_errdetail("The grace period must not be negative.");
-		return false;
-	}
-	return true;
-}
-
-void
-consumer_init(void)
-{
-	DefineCustomStringVariable("notify_ext.reply_key_grace",
-							   "How long replies signed with a rotated-out key stay valid.",
-							   "After notify_ext.rotate_reply_key(), acknowledgements signed with the "
-							   "previous key are accepted for this long.",
-							   &reply_key_grace,
-							   "1 hour",
-							   PGC_SUSET, 0,
-							   check_interval, NULL, NULL);
-	RegisterXactCallback(consumer_xact_callback, NULL);
-	capture_register_commit_hook(wake_waiters);
-}
-
-/* ---------------------------------------------------------------------
- * The event JSON
- * --------------------------------------------------------------------- */
-
-static void
-append_text_array_json(StringInfo buf, ArrayType *arr)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	int			i;
-
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	appendStringInfoChar(buf, '[');
-	for (i = 0; i < n; i++)
-	{
-		if (i > 0)
-			appendStringInfoString(buf, ", ");
-		if (nulls[i])
-			appendStringInfoString(buf, "null");
-		else
-			escape_json(buf, TextDatumGetCString(elems[i]));
-	}
-	appendStringInfoChar(buf, ']');
-}
-
-/* Field values of one event, as read from notify_ext.event_log. */
-typedef struct EventFields
-{
-	int64		seq;
-	text	   *stream;
-	text	   *operation;
-	text	   *resource_id;		/* may be NULL, as may the next two */
-	text	   *resource_variant;
-	ArrayType  *resource_path;
-	TimestampTz occurred_at;
-	text	   *actor;
-	text	   *payload;		/* json text */
-	ArrayType  *changed;		/* may be NULL */
-} EventFields;
-
-static Jsonb *
-build_event_message(EventFields *e)
-{
-	StringInfoData buf;
-	struct pg_tm tm;
-	fsec_t		fsec;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"seq\": " INT64_FORMAT ", \"stream\": ", e->seq);
-	escape_json(&buf, text_to_cstring(e->stream));
-	appendStringInfoString(&buf, ", \"operation\": ");
-	escape_json(&buf, text_to_cstring(e->operation));
-	appendStringInfoString(&buf, ", \"resource\": ");
-	if (e->resource_id == NULL)
-		appendStringInfoString(&buf, "null");
-	else
-	{
-		appendStringInfoString(&buf, "{\"id\": ");
-		escape_json(&buf, text_to_cstring(e->resource_id));
-		appendStringInfoString(&buf, ", \"variant\": ");
-		if (e->resource_variant)
-			escape_json(&buf, text_to_cstring(e->resource_variant));
-		else
-			appendStringInfoString(&buf, "null");
-		appendStringInfoString(&buf, ", \"path\": ");
-		if (e->resource_path)
-			append_text_array_json(&buf, e->resource_path);
-		else
-			appendStringInfoString(&buf, "null");
-		appendStringInfoChar(&buf, '}');
-	}
-	if (timestamp2tm(e->occurred_at, NULL, &tm, &fsec, NULL, NULL) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("timestamp out of range")));
-	appendStringInfo(&buf, ", \"occurred_at\": \"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\", \"actor\": ",
-					 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
-	escape_json(&buf, text_to_cstring(e->actor));
-	appendStringInfoString(&buf, ", \"payload\": ");
-	appendBinaryStringInfo(&buf, VARDATA_ANY(e->payload), VARSIZE_ANY_EXHDR(e->payload));
-	if (e->changed)
-	{
-		appendStringInfoString(&buf, ", \"changed\": ");
-		append_text_array_json(&buf, e->changed);
-	}
-	appendStringInfoChar(&buf, '}');
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
-}
-
-PG_FUNCTION_INFO_V1(notify_ext_event_message);
-Datum
-notify_ext_event_message(PG_FUNCTION_ARGS)
-{
-	EventFields e;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(6) ||
-		PG_ARGISNULL(7) || PG_ARGISNULL(8))
-		PG_RETURN_NULL();
-	e.seq = PG_GETARG_INT64(0);
-	e.stream = PG_GETARG_TEXT_PP(1);
-	e.operation = PG_GETARG_TEXT_PP(2);
-	e.resource_id = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
-	e.resource_variant = PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4);
-	e.resource_path = PG_ARGISNULL(5) ? NULL : PG_GETARG_ARRAYTYPE_P(5);
-	e.occurred_at = PG_GETARG_TIMESTAMPTZ(6);
-	e.actor = PG_GETARG_TEXT_PP(7);
-	e.payload = PG_GETARG_TEXT_PP(8);
-	e.changed = PG_ARGISNULL(9) ? NULL : PG_GETARG_ARRAYTYPE_P(9);
-	PG_RETURN_JSONB_P(build_event_message(&e));
-}
-
-/* ---------------------------------------------------------------------
- * Reply signing
- * --------------------------------------------------------------------- */
-
-static void
-reply_key(int generation, unsigned char key[crypto_auth_hmacsha256_KEYBYTES])
-{
-	char		purpose[64];
-
-	StaticAssertStmt(crypto_auth_hmacsha256_KEYBYTES == NOTIFY_EXT_KEY_BYTES,
-					 "reply keys are server keys");
-	snprintf(purpose, sizeof(purpose), "stream-reply-%d", generation);
-	notify_ext_server_key(purpose, key);
-}
-
-static char *
-base64(const unsigned char *bin, size_t len)
-{
-	size_t		size = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
-	char	   *out = palloc(size);
-
-	sodium_bin2base64(out, size, bin, len, sodium_base64_VARIANT_ORIGINAL);
-	return out;
-}
-
-/* The HMAC input: reply "." salt. */
-static char *
-signed_text(const char *reply, const char *salt, size_t *len)
-{
-	char	   *s = psprintf("%s.%s", reply, salt);
-
-	*len = strlen(s);
-	return s;
-}
-
-/* ---------------------------------------------------------------------
- * Saved plans
- *
- * Every statement here is planned once per session, as a generic plan:
- * planning the partitioned event log costs more than running the query.
- * --------------------------------------------------------------------- */
-
-typedef struct SavedPlan
-{
-	struct SavedPlan *next;
-	char	   *sql;
-	SPIPlanPtr	plan;
-} SavedPlan;
-
-static SavedPlan *saved_plans = NULL;
-
-static int
-spi_run(const char *sql, int nargs, Oid *argtypes, Datum *values, const char *nulls,
-		bool read_only, long count)
-{
-	SavedPlan  *sp;
-
-	for (sp = saved_plans; sp != NULL; sp = sp->next)
-		if (strcmp(sp->sql, sql) == 0)
-			break;
-	if (sp == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		sp = MemoryContextAlloc(TopMemoryContext, sizeof(SavedPlan));
-		sp->sql = MemoryContextStrdup(TopMemoryContext, sql);
-		sp->plan = plan;
-		sp->next = saved_plans;
-		saved_plans = sp;
-	}
-	return SPI_execute_plan(sp->plan, values, nulls, read_only, count);
-}
 
 /* ---------------------------------------------------------------------
  * Fetching
@@ -480,10 +152,7 @@ check_may_fetch(Datum id, ConsumerRow *c)
 
 /* The scope filter: $3 resource, $4 include_subresources, $5 streams, $6 operations, $7 from_date. */
 #define SCOPE_FILTER \
-	"($3::text IS NULL OR resource_id = $3 OR ($4 AND $3 = ANY (resource_path))) " \
-	"AND ($5::text[] IS NULL OR stream = ANY ($5)) " \
-	"AND ($6::text[] IS NULL OR operation = ANY ($6)) " \
-	"AND ($7::timestamptz IS NULL OR occurred_at >= $7)"
+	"notify_ext._in_scope($3, $4, $5, $6, $7, resource_id, resource_path, stream, operation, occurred_at)"
 
 static void
 scope_args(ConsumerRow *c, Datum *args, char *nulls)
@@ -534,27 +203,6 @@ anything_ready(Datum id, int64 horizon)
 	return SPI_processed > 0;
 }
 
-static void
-fields_from_tuple(HeapTuple tup, TupleDesc desc, EventFields *e)
-{
-	bool		isnull;
-	Datum		d;
-
-	e->seq = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	e->stream = DatumGetTextPP(SPI_getbinval(tup, desc, 2, &isnull));
-	e->operation = DatumGetTextPP(SPI_getbinval(tup, desc, 3, &isnull));
-	d = SPI_getbinval(tup, desc, 4, &isnull);
-	e->resource_id = isnull ? NULL : DatumGetTextPP(d);
-	d = SPI_getbinval(tup, desc, 5, &isnull);
-	e->resource_variant = isnull ? NULL : DatumGetTextPP(d);
-	d = SPI_getbinval(tup, desc, 6, &isnull);
-	e->resource_path = isnull ? NULL : DatumGetArrayTypeP(d);
-	e->occurred_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull));
-	e->actor = DatumGetTextPP(SPI_getbinval(tup, desc, 8, &isnull));
-	e->payload = DatumGetTextPP(SPI_getbinval(tup, desc, 9, &isnull));
-	d = SPI_getbinval(tup, desc, 10, &isnull);
-	e->changed = isnull ? NULL : DatumGetArrayTypeP(d);
-}
 
 typedef struct Delivery
 {
@@ -699,10 +347,7 @@ take_redeliveries(Datum id, ConsumerRow *c, Delivery *out, int max, int64 *termi
 static void
 long_poll(Datum id, TimestampTz deadline)
 {
-	uint32		me = MY_PROC_INDEX;
-
-	pg_atomic_write_u32(&consumer_shared->waiting_db[me], MyDatabaseId);
-	pg_atomic_fetch_add_u32(&consumer_shared->nwaiters, 1);
+	wakeup_set_waiting(true);
 	PG_TRY();
 	{
 		for (;;)
@@ -722,8 +367,7 @@ long_poll(Datum id, TimestampTz deadline)
 	}
 	PG_FINALLY();
 	{
-		pg_atomic_write_u32(&consumer_shared->waiting_db[me], InvalidOid);
-		pg_atomic_fetch_sub_u32(&consumer_shared->nwaiters, 1);
+		wakeup_set_waiting(false);
 	}
 	PG_END_TRY();
 }
@@ -744,8 +388,7 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 	int64		redelivered;
 	int64		horizon;
 	int64		new_upto;
-	int			generation;
-	unsigned char key[crypto_auth_hmacsha256_KEYBYTES];
+	ReplyKey	key;
 	char	   *idtext;
 	int			rc;
 	uint64		i;
@@ -809,12 +452,13 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		elog(ERROR, "reading the reply key failed");
 	{
 		bool		isnull;
+		int			generation = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+															 SPI_tuptable->tupdesc, 1, &isnull));
 
-		generation = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		if (isnull)
 			elog(ERROR, "no reply key");
+		reply_key_load(&key, generation);
 	}
-	reply_key(generation, key);
 
 	/* Redeliveries: their events, where retention has not removed them. */
 	if (ndeliveries > 0)
@@ -866,7 +510,6 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		int64		window;
 		MemoryContext msg_cxt;
 		MemoryContext old_cxt;
-		unsigned char *salts;
 
 		horizon = ordering_committed_seq();
 		new_upto = c.delivered_upto;
@@ -918,9 +561,6 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		all = palloc(sizeof(Delivery) * Max(total, 1));
 		msg_cxt = AllocSetContextCreate(CurrentMemoryContext, "notify_ext message",
 										ALLOCSET_DEFAULT_SIZES);
-		/* one fresh random salt per delivery, drawn at once */
-		salts = palloc(SALT_BYTES * Max(total, 1));
-		randombytes_buf(salts, SALT_BYTES * Max(total, 1));
 		while (r < nredelivery_rows || nn < nnew)
 		{
 			HeapTuple	tup;
@@ -929,11 +569,8 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			int32		count;
 			Datum		values[6];
 			bool		nulls[6] = {false, false, false, false, false, false};
-			unsigned char mac[crypto_auth_hmacsha256_BYTES];
 			char	   *reply;
 			char	   *salt;
-			char	   *msg;
-			size_t		msglen;
 			bool		isnull;
 			int64		rseq = r < nredelivery_rows ?
 				DatumGetInt64(SPI_getbinval(redelivery_rows->vals[r], redelivery_rows->tupdesc, 1, &isnull)) : PG_INT64_MAX;
@@ -957,21 +594,19 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 				nn++;
 			}
 			old_cxt = MemoryContextSwitchTo(msg_cxt);
-			fields_from_tuple(tup, desc, &e);
+			event_fields_from_row(tup, desc, &e);
 			all[nall].seq = e.seq;
 			all[nall].count = count;
 			nall++;
 
-			salt = base64(salts + (nall - 1) * SALT_BYTES, SALT_BYTES);
-			reply = psprintf("%d.%s." INT64_FORMAT, generation, idtext, e.seq);
-			msg = signed_text(reply, salt, &msglen);
-			crypto_auth_hmacsha256(mac, (unsigned char *) msg, msglen, key);
+			salt = reply_salt();
+			reply = psprintf("%d.%s." INT64_FORMAT, key.generation, idtext, e.seq);
 
 			values[0] = Int64GetDatum(e.seq);
-			values[1] = JsonbPGetDatum(build_event_message(&e));
+			values[1] = JsonbPGetDatum(event_message(&e));
 			values[2] = CStringGetTextDatum(reply);
 			values[3] = CStringGetTextDatum(salt);
-			values[4] = CStringGetTextDatum(base64(mac, sizeof(mac)));
+			values[4] = CStringGetTextDatum(reply_hmac(&key, reply, salt));
 			values[5] = Int32GetDatum(count);
 			MemoryContextSwitchTo(fn_cxt);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -979,7 +614,7 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			MemoryContextReset(msg_cxt);
 		}
 		MemoryContextDelete(msg_cxt);
-		sodium_memzero(key, sizeof(key));
+		reply_key_forget(&key);
 
 		if (nall > 0)
 			record_deliveries(id, all, nall, c.ack_wait, false);
@@ -1056,7 +691,7 @@ valid_generations(List **gens)
 	int			rc;
 	uint64		i;
 	Oid			argtype = TEXTOID;
-	Datum		arg = CStringGetTextDatum(reply_key_grace ? reply_key_grace : "0");
+	Datum		arg = CStringGetTextDatum(notify_ext_reply_key_grace ? notify_ext_reply_key_grace : "0");
 
 	/* No row at all means generation 1, in use (see rotate_reply_key()). */
 	rc = spi_run("SELECT generation FROM notify_ext.reply_keys "
@@ -1102,8 +737,7 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
 	int			i;
 	AckItem    *items;
 	List	   *gens = NIL;
-	unsigned char key[crypto_auth_hmacsha256_KEYBYTES];
-	int			key_generation = -1;
+	ReplyKey	key = {0};
 	int64		acked = 0;
 
 	if (PG_ARGISNULL(0))
@@ -1131,14 +765,11 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
 		char	   *reply;
 		char	   *salt;
 		char	   *hmac_b64;
-		unsigned char mac[crypto_auth_hmacsha256_BYTES];
-		size_t		maclen;
+		ReplyCheck	check;
 		int			generation;
 		char		consumer[64];
 		long long	seq;
 		int			consumed = 0;
-		char	   *msg;
-		size_t		msglen;
 
 		if (elem == NULL || elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
 			ereport(ERROR,
@@ -1154,19 +785,14 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
 			bad_reply(i, "the reply is malformed");
 		if (!list_member_int(gens, generation))
 			bad_reply(i, "its key has been rotated out");
-		if (sodium_base642bin(mac, sizeof(mac), hmac_b64, strlen(hmac_b64), NULL, &maclen, NULL,
-							  sodium_base64_VARIANT_ORIGINAL) != 0 || maclen != sizeof(mac))
-			bad_reply(i, "the hmac is not a base64 HMAC-SHA256");
-		if (generation != key_generation)
+		if (generation != key.generation)
+			reply_key_load(&key, generation);
+		check = reply_verify(&key, reply, salt, hmac_b64);
+		if (check != REPLY_VALID)
 		{
-			reply_key(generation, key);
-			key_generation = generation;
-		}
-		msg = signed_text(reply, salt, &msglen);
-		if (crypto_auth_hmacsha256_verify(mac, (unsigned char *) msg, msglen, key) != 0)
-		{
-			sodium_memzero(key, sizeof(key));
-			bad_reply(i, "the hmac does not match");
+			reply_key_forget(&key);
+			bad_reply(i, check == REPLY_MALFORMED ? "the hmac is not a base64 HMAC-SHA256"
+					  : "the hmac does not match");
 		}
 		strlcpy(items[i].consumer, consumer, sizeof(items[i].consumer));
 		items[i].seq = seq;
@@ -1253,323 +879,7 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
 		}
 		pfree(seqs);
 	}
-	sodium_memzero(key, sizeof(key));
+	reply_key_forget(&key);
 	SPI_finish();
 	PG_RETURN_INT32((int32) acked);
-}
-
-/* ---------------------------------------------------------------------
- * Wake-ups sent at commit
- * --------------------------------------------------------------------- */
-
-/*
- * The channel of a consumer:
- *
- *     notify_ext_consumer_ || hex(BLAKE2b-128 keyed with K, the 16 uuid bytes)
- *
- * with K = notify_ext_server_key("consumer-channel").  The only place that
- * names it: get_event_message_stream() (through _consumer_channel()) and the
- * NOTIFY at commit both use it, so they cannot disagree.
- */
-static void
-consumer_channel(const pg_uuid_t *id, char out[NAMEDATALEN])
-{
-	notify_ext_channel_name("consumer-channel", "notify_ext_consumer_",
-							id->data, UUID_LEN, out);
-}
-
-/*
- * notify_ext._consumer_channel(consumer uuid) returns text: internal, for
- * get_event_message_stream() only (EXECUTE is revoked from PUBLIC, and it
- * refuses to run unless the current user is a superuser, i.e. inside one of
- * the extension's SECURITY DEFINER functions).
- */
-PG_FUNCTION_INFO_V1(notify_ext_consumer_channel);
-Datum
-notify_ext_consumer_channel(PG_FUNCTION_ARGS)
-{
-	char		out[NAMEDATALEN];
-
-	if (!superuser())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("notify_ext._consumer_channel() is internal"),
-				 errhint("Use notify_ext.get_event_message_stream() for the channel of your consumer.")));
-	consumer_channel(PG_GETARG_UUID_P(0), out);
-	PG_RETURN_TEXT_P(cstring_to_text(out));
-}
-
-typedef struct CachedConsumer
-{
-	char		channel[NAMEDATALEN];
-	char		id[UUID_LEN * 2 + 5];
-	char	   *resource_id;
-	bool		include_subresources;
-	char	  **streams;
-	int			nstreams;
-	char	  **operations;
-	int			noperations;
-	bool		has_from_date;
-	TimestampTz from_date;
-} CachedConsumer;
-
-typedef struct ScopeEntry
-{
-	char		key[NAMEDATALEN * 4];
-	List	   *consumers;		/* indexes into cached_consumers */
-} ScopeEntry;
-
-static MemoryContext cache_cxt = NULL;
-static uint64 cache_generation = 0;
-static CachedConsumer *cached_consumers = NULL;
-static int	ncached = 0;
-static HTAB *scope_index = NULL;
-static List *unscoped = NIL;
-static bool cache_has_long_ids = false;
-
-static char **
-text_array_strings(Datum d, int *n)
-{
-	Datum	   *elems;
-	int			i;
-	char	  **out;
-
-	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, n);
-	out = palloc(sizeof(char *) * Max(*n, 1));
-	for (i = 0; i < *n; i++)
-		out[i] = TextDatumGetCString(elems[i]);
-	return out;
-}
-
-static void
-load_consumers(void)
-{
-	uint64		generation = pg_atomic_read_u64(&consumer_shared->generation);
-	ActingRole	saved_user;
-	int			rc;
-	uint64		i;
-	HASHCTL		ctl;
-	MemoryContext old;
-
-	if (cache_cxt != NULL && generation == cache_generation)
-		return;
-	if (cache_cxt == NULL)
-		cache_cxt = AllocSetContextCreate(TopMemoryContext, "notify_ext consumer scopes",
-										  ALLOCSET_DEFAULT_SIZES);
-	else
-		MemoryContextReset(cache_cxt);
-	cached_consumers = NULL;
-	ncached = 0;
-	unscoped = NIL;
-	cache_has_long_ids = false;
-	cache_generation = 0;
-
-	ctl.keysize = sizeof(((ScopeEntry *) 0)->key);
-	ctl.entrysize = sizeof(ScopeEntry);
-	ctl.hcxt = cache_cxt;
-	scope_index = hash_create("notify_ext consumer scopes", 64, &ctl,
-							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-
-	act_as_extension_owner(&saved_user);
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute("SELECT id::text, resource_id, include_subresources, streams, operations, from_date "
-					 "FROM notify_ext.consumers", true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "reading consumers failed");
-	old = MemoryContextSwitchTo(cache_cxt);
-	cached_consumers = palloc0(sizeof(CachedConsumer) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		CachedConsumer *cc = &cached_consumers[ncached];
-		bool		isnull;
-		Datum		d;
-		char	   *uuid = SPI_getvalue(tup, desc, 1);
-
-		strlcpy(cc->id, uuid, sizeof(cc->id));
-		consumer_channel(DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(uuid))),
-						 cc->channel);
-		cc->resource_id = SPI_getvalue(tup, desc, 2);
-		cc->include_subresources = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
-		d = SPI_getbinval(tup, desc, 4, &isnull);
-		cc->streams = isnull ? NULL : text_array_strings(d, &cc->nstreams);
-		d = SPI_getbinval(tup, desc, 5, &isnull);
-		cc->operations = isnull ? NULL : text_array_strings(d, &cc->noperations);
-		d = SPI_getbinval(tup, desc, 6, &isnull);
-		cc->has_from_date = !isnull;
-		cc->from_date = isnull ? 0 : DatumGetTimestampTz(d);
-
-		if (cc->resource_id == NULL)
-			unscoped = lappend_int(unscoped, ncached);
-		else if (strlen(cc->resource_id) >= sizeof(((ScopeEntry *) 0)->key))
-		{
-			/* too long to index: checked against every event */
-			unscoped = lappend_int(unscoped, ncached);
-			cache_has_long_ids = true;
-		}
-		else
-		{
-			bool		found;
-			ScopeEntry *se = hash_search(scope_index, cc->resource_id, HASH_ENTER, &found);
-
-			if (!found)
-				se->consumers = NIL;
-			se->consumers = lappend_int(se->consumers, ncached);
-		}
-		ncached++;
-	}
-	MemoryContextSwitchTo(old);
-	SPI_finish();
-	PopActiveSnapshot();
-	stop_acting(&saved_user);
-	cache_generation = generation;
-}
-
-static bool
-string_in(char **list, int n, text *t)
-{
-	int			len = VARSIZE_ANY_EXHDR(t);
-	int			i;
-
-	for (i = 0; i < n; i++)
-		if ((int) strlen(list[i]) == len && memcmp(list[i], VARDATA_ANY(t), len) == 0)
-			return true;
-	return false;
-}
-
-static bool
-text_is(text *t, const char *s)
-{
-	int			len = VARSIZE_ANY_EXHDR(t);
-
-	return (int) strlen(s) == len && memcmp(s, VARDATA_ANY(t), len) == 0;
-}
-
-/* The checks other than the resource. */
-static bool
-filters_match(CachedConsumer *cc, Datum *values)
-{
-	if (cc->streams && !string_in(cc->streams, cc->nstreams, DatumGetTextPP(values[2])))
-		return false;
-	if (cc->operations && !string_in(cc->operations, cc->noperations, DatumGetTextPP(values[3])))
-		return false;
-	if (cc->has_from_date && DatumGetTimestampTz(values[1]) < cc->from_date)
-		return false;
-	return true;
-}
-
-static void
-consider(int idx, Datum *values, bool *isnull, int64 *best, bool exact)
-{
-	CachedConsumer *cc = &cached_consumers[idx];
-	int64		seq = DatumGetInt64(values[0]);
-
-	if (best[idx] >= seq)
-		return;
-	if (cc->resource_id != NULL && !exact)
-	{
-		/* a long id: compare the resource and, with subresources, the path */
-		bool		in = false;
-
-		if (!isnull[4] && text_is(DatumGetTextPP(values[4]), cc->resource_id))
-			in = true;
-		else if (cc->include_subresources && !isnull[6])
-		{
-			Datum	   *elems;
-			int			n,
-						i;
-
-			deconstruct_array(DatumGetArrayTypeP(values[6]), TEXTOID, -1, false, TYPALIGN_INT,
-							  &elems, NULL, &n);
-			for (i = 0; i < n && !in; i++)
-				in = text_is(DatumGetTextPP(elems[i]), cc->resource_id);
-		}
-		if (!in)
-			return;
-	}
-	if (filters_match(cc, values))
-		best[idx] = seq;
-}
-
-/*
- * Called in the pre-commit step with the transaction's events (seq already
- * assigned).  all: some events were written ahead and are not in memory,
- * so every consumer is woken.
- */
-void
-consumer_notify_committing(HeapTuple *events, int nevents, bool all)
-{
-	int64	   *best;
-	int			e;
-	int			i;
-
-	if (consumer_shared == NULL)
-		return;
-	load_consumers();
-	if (ncached == 0)
-		return;
-
-	best = palloc0(sizeof(int64) * ncached);
-	for (e = 0; e < nevents; e++)
-	{
-		Datum		values[10];
-		bool		isnull[10];
-		ListCell   *lc;
-
-		heap_deform_tuple(events[e], event_log_desc(), values, isnull);
-		foreach(lc, unscoped)
-			consider(lfirst_int(lc), values, isnull, best, false);
-		if (hash_get_num_entries(scope_index) == 0)
-			continue;
-		if (!isnull[6])
-		{
-			Datum	   *elems;
-			int			n;
-			int			k;
-			int			len;
-
-			deconstruct_array(DatumGetArrayTypeP(values[6]), TEXTOID, -1, false, TYPALIGN_INT,
-							  &elems, NULL, &n);
-			for (k = 0; k < n; k++)
-			{
-				char		key[NAMEDATALEN * 4];
-				text	   *t = DatumGetTextPP(elems[k]);
-				ScopeEntry *se;
-				ListCell   *lc2;
-				bool		is_own = (k == n - 1);
-
-				len = VARSIZE_ANY_EXHDR(t);
-				if (len >= (int) sizeof(key))
-					continue;
-				memcpy(key, VARDATA_ANY(t), len);
-				key[len] = '\0';
-				se = hash_search(scope_index, key, HASH_FIND, NULL);
-				if (se == NULL)
-					continue;
-				foreach(lc2, se->consumers)
-				{
-					int			idx = lfirst_int(lc2);
-
-					/* own events always; a subtree's only with subresources */
-					if (is_own || cached_consumers[idx].include_subresources)
-						consider(idx, values, isnull, best, true);
-				}
-			}
-		}
-	}
-
-	for (i = 0; i < ncached; i++)
-	{
-		int64		seq = best[i];
-
-		if (seq == 0 && !all)
-			continue;
-		Async_Notify(cached_consumers[i].channel,
-					 psprintf("{\"consumer\": \"%s\", \"seq\": " INT64_FORMAT "}",
-							  cached_consumers[i].id, seq));
-	}
-	pfree(best);
 }

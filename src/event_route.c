@@ -2,14 +2,13 @@
  * event_route.c: which partition of notify_ext.event_log an event goes to,
  * found without locking event_log itself.
  *
- * A committing writer used to open event_log (ROW EXCLUSIVE) to route its
- * events through the partition descriptor.  prune() detaches expired day
- * partitions under ACCESS EXCLUSIVE on event_log, so every writer that
- * reached its commit meanwhile waited for prune()'s transaction to end,
- * although it only ever writes into today's partition.  Here the day
- * partitions and their bounds are cached per backend, read from pg_inherits
- * and pg_class.relpartbound, and a writer locks only the partition it
- * writes into, as INSERT INTO <partition> would.
+ * prune() detaches expired day partitions under ACCESS EXCLUSIVE on
+ * event_log; a writer that opened event_log (ROW EXCLUSIVE) to route its
+ * events through the partition descriptor would wait for prune()'s
+ * transaction to end, although it only ever writes into today's partition.
+ * So the day partitions and their bounds are cached per backend, read from
+ * pg_inherits and pg_class.relpartbound, and a writer locks only the
+ * partition it writes into, as INSERT INTO <partition> would.
  *
  * Why that is safe:
  *   - Attaching or detaching a partition (or dropping one) invalidates the
@@ -49,7 +48,6 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "notify_ext.h"
 #include "extension.h"
 #include "event_route.h"
 

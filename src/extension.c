@@ -1,6 +1,6 @@
 /*
- * extension.c: where notify_ext lives, who owns it, and how its code acts
- * with another role's rights.
+ * extension.c: where notify_ext lives, who owns it, the shape of its event
+ * log, and how its code acts with another role's rights.
  *
  * Every path that acts as the extension owner, or reads a user table as its
  * owner, goes through act_as(): the search path is pinned to
@@ -14,9 +14,11 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 #include "extension.h"
@@ -61,6 +63,32 @@ extension_owner(void)
 	owner = ((Form_pg_namespace) GETSTRUCT(tp))->nspowner;
 	ReleaseSysCache(tp);
 	return owner;
+}
+
+TupleDesc
+event_log_desc(void)
+{
+	static TupleDesc event_desc = NULL;
+
+	if (event_desc == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		TupleDesc	desc = CreateTemplateTupleDesc(EV_NATTS);
+
+		TupleDescInitEntry(desc, EV_SEQ + 1, "seq", INT8OID, -1, 0);
+		TupleDescInitEntry(desc, EV_OCCURRED_AT + 1, "occurred_at", TIMESTAMPTZOID, -1, 0);
+		TupleDescInitEntry(desc, EV_STREAM + 1, "stream", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_OPERATION + 1, "operation", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_RESOURCE_ID + 1, "resource_id", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_RESOURCE_VARIANT + 1, "resource_variant", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_RESOURCE_PATH + 1, "resource_path", TEXTARRAYOID, -1, 0);
+		TupleDescInitEntry(desc, EV_ACTOR + 1, "actor", TEXTOID, -1, 0);
+		TupleDescInitEntry(desc, EV_PAYLOAD + 1, "payload", JSONOID, -1, 0);
+		TupleDescInitEntry(desc, EV_CHANGED + 1, "changed", TEXTARRAYOID, -1, 0);
+		event_desc = desc;
+		MemoryContextSwitchTo(old);
+	}
+	return event_desc;
 }
 
 void

@@ -1,9 +1,30 @@
 /*
- * extension.h: where notify_ext lives, who owns it, and how its code acts
- * with another role's rights (docs/security.md).
+ * extension.h: where notify_ext lives, who owns it, the shape of its event
+ * log, and how its code acts with another role's rights (docs/security.md).
  */
 #ifndef NOTIFY_EXT_EXTENSION_H
 #define NOTIFY_EXT_EXTENSION_H
+
+#include "access/tupdesc.h"
+
+/* Columns of notify_ext.event_log, in order. */
+typedef enum EventColumn
+{
+	EV_SEQ,
+	EV_OCCURRED_AT,
+	EV_STREAM,
+	EV_OPERATION,
+	EV_RESOURCE_ID,
+	EV_RESOURCE_VARIANT,
+	EV_RESOURCE_PATH,
+	EV_ACTOR,
+	EV_PAYLOAD,
+	EV_CHANGED,
+	EV_NATTS
+} EventColumn;
+
+/* The shape of the event log's rows, for event tuples made in memory. */
+extern TupleDesc event_log_desc(void);
 
 /* Set by _PG_init when loaded through shared_preload_libraries. */
 extern bool notify_ext_preloaded;

@@ -49,7 +49,8 @@
 #include "utils/rls.h"
 #include "utils/timestamp.h"
 
-#include "notify_ext.h"
+#include "event_write.h"
+#include "keys.h"
 #include "principal.h"
 
 #define CHANNEL_LEN NAMEDATALEN

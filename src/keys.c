@@ -25,11 +25,13 @@
 
 #include <sodium.h>
 
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 
-#include "principal.h"
+#include "keys.h"
 
 #define KEY_FILE "notify_ext.key"
 
@@ -199,4 +201,171 @@ notify_ext_channel_name(const char *purpose, const char *prefix,
 	memcpy(out, prefix, plen);
 	sodium_bin2hex(out + plen, NAMEDATALEN - plen, h, sizeof(h));
 	sodium_memzero(h, sizeof(h));
+}
+
+/* ---------------------------------------------------------------------
+ * Replies of stream consumers: HMAC-SHA256 over reply "." salt, under a
+ * server key per key generation ("stream-reply-<generation>").
+ * --------------------------------------------------------------------- */
+
+#define REPLY_SALT_BYTES 16
+
+void
+reply_key_load(ReplyKey *k, int generation)
+{
+	char		purpose[64];
+
+	StaticAssertStmt(crypto_auth_hmacsha256_KEYBYTES == NOTIFY_EXT_KEY_BYTES,
+					 "reply keys are server keys");
+	snprintf(purpose, sizeof(purpose), "stream-reply-%d", generation);
+	notify_ext_server_key(purpose, k->key);
+	k->generation = generation;
+}
+
+void
+reply_key_forget(ReplyKey *k)
+{
+	sodium_memzero(k->key, sizeof(k->key));
+	k->generation = 0;
+}
+
+static char *
+base64(const unsigned char *bin, size_t len)
+{
+	size_t		size = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+	char	   *out = palloc(size);
+
+	sodium_bin2base64(out, size, bin, len, sodium_base64_VARIANT_ORIGINAL);
+	return out;
+}
+
+char *
+reply_salt(void)
+{
+	unsigned char salt[REPLY_SALT_BYTES];
+
+	randombytes_buf(salt, sizeof(salt));
+	return base64(salt, sizeof(salt));
+}
+
+static void
+reply_mac(const ReplyKey *k, const char *reply, const char *salt,
+		  unsigned char mac[crypto_auth_hmacsha256_BYTES])
+{
+	crypto_auth_hmacsha256_state st;
+
+	crypto_auth_hmacsha256_init(&st, k->key, sizeof(k->key));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) reply, strlen(reply));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) ".", 1);
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) salt, strlen(salt));
+	crypto_auth_hmacsha256_final(&st, mac);
+}
+
+char *
+reply_hmac(const ReplyKey *k, const char *reply, const char *salt)
+{
+	unsigned char mac[crypto_auth_hmacsha256_BYTES];
+
+	reply_mac(k, reply, salt, mac);
+	return base64(mac, sizeof(mac));
+}
+
+ReplyCheck
+reply_verify(const ReplyKey *k, const char *reply, const char *salt, const char *hmac_b64)
+{
+	unsigned char given[crypto_auth_hmacsha256_BYTES];
+	unsigned char expected[crypto_auth_hmacsha256_BYTES];
+	size_t		len;
+
+	if (sodium_base642bin(given, sizeof(given), hmac_b64, strlen(hmac_b64), NULL, &len, NULL,
+						  sodium_base64_VARIANT_ORIGINAL) != 0 || len != sizeof(given))
+		return REPLY_MALFORMED;
+	reply_mac(k, reply, salt, expected);
+	return sodium_memcmp(given, expected, sizeof(given)) == 0 ? REPLY_VALID : REPLY_FORGED;
+}
+
+/* ---------------------------------------------------------------------
+ * Sealed secrets: nonce || crypto_secretbox(plain) under the server key
+ * "auth-secrets" (webhook signing keys, auth config secrets).
+ * --------------------------------------------------------------------- */
+
+#define SEAL_KEY_PURPOSE "auth-secrets"
+
+bytea *
+seal_secret(const unsigned char *plain, Size len)
+{
+	unsigned char key[NOTIFY_EXT_KEY_BYTES];
+	Size		outlen = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + len;
+	bytea	   *out = palloc(VARHDRSZ + outlen);
+	unsigned char *p = (unsigned char *) VARDATA(out);
+
+	notify_ext_server_key(SEAL_KEY_PURPOSE, key);
+	randombytes_buf(p, crypto_secretbox_NONCEBYTES);
+	crypto_secretbox_easy(p + crypto_secretbox_NONCEBYTES, plain, len, p, key);
+	sodium_memzero(key, sizeof(key));
+	SET_VARSIZE(out, VARHDRSZ + outlen);
+	return out;
+}
+
+bytea *
+unseal_secret(const char *sealed, Size len)
+{
+	unsigned char key[NOTIFY_EXT_KEY_BYTES];
+	bytea	   *out;
+	const unsigned char *p = (const unsigned char *) sealed;
+	int			rc;
+
+	if (len < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("sealed notify_ext secret is too short (%zu bytes)", len)));
+	len -= crypto_secretbox_NONCEBYTES;
+	out = palloc(VARHDRSZ + len - crypto_secretbox_MACBYTES);
+	notify_ext_server_key(SEAL_KEY_PURPOSE, key);
+	rc = crypto_secretbox_open_easy((unsigned char *) VARDATA(out), p + crypto_secretbox_NONCEBYTES,
+									len, p, key);
+	sodium_memzero(key, sizeof(key));
+	if (rc != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("could not decrypt a notify_ext secret"),
+				 errdetail("It was sealed under another server key than the one in $PGDATA/notify_ext.key."),
+				 errhint("Restore the key file the secrets were created with, or create the auth configs and webhooks again.")));
+	SET_VARSIZE(out, VARHDRSZ + len - crypto_secretbox_MACBYTES);
+	return out;
+}
+
+PG_FUNCTION_INFO_V1(notify_ext_webhook_seal);
+Datum
+notify_ext_webhook_seal(PG_FUNCTION_ARGS)
+{
+	bytea	   *plain = PG_GETARG_BYTEA_PP(0);
+
+	PG_RETURN_BYTEA_P(seal_secret((unsigned char *) VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain)));
+}
+
+PG_FUNCTION_INFO_V1(notify_ext_webhook_unseal);
+Datum
+notify_ext_webhook_unseal(PG_FUNCTION_ARGS)
+{
+	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
+
+	PG_RETURN_BYTEA_P(unseal_secret(VARDATA_ANY(sealed), VARSIZE_ANY_EXHDR(sealed)));
+}
+
+PG_FUNCTION_INFO_V1(notify_ext_webhook_new_signing_key);
+Datum
+notify_ext_webhook_new_signing_key(PG_FUNCTION_ARGS)
+{
+	unsigned char key[32];
+	bytea	   *out;
+
+	if (sodium_init() < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialize libsodium")));
+	randombytes_buf(key, sizeof(key));
+	out = seal_secret(key, sizeof(key));
+	sodium_memzero(key, sizeof(key));
+	PG_RETURN_BYTEA_P(out);
 }

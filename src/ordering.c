@@ -33,8 +33,9 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
-#include "notify_ext.h"
 #include "extension.h"
+#include "ordering.h"
+#include "shmem.h"
 
 /* Databases that can use notify_ext at the same time in one cluster. */
 #define ORDERING_MAX_DATABASES 256
@@ -44,7 +45,7 @@
 
 typedef struct OrderingDatabase
 {
-	Oid			dboid;			/* InvalidOid: free slot */
+	Oid			dboid;			/* hash key */
 	Oid			seqrelid;		/* reservation sequence the state belongs to */
 	int64		next;			/* next number to hand out */
 	int64		limit;			/* numbers below this are persisted as used */
@@ -60,23 +61,18 @@ typedef struct OrderingShared
 {
 	LWLock	   *lock;
 	int			nprocs;
-	OrderingDatabase databases[ORDERING_MAX_DATABASES];
 	OrderingInFlight procs[FLEXIBLE_ARRAY_MEMBER];
 } OrderingShared;
 
 static OrderingShared *ordering = NULL;
-
-static int
-ordering_nprocs(void)
-{
-	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
-}
+static HTAB *databases = NULL;	/* OrderingDatabase by dboid */
 
 Size
 ordering_shmem_size(void)
 {
-	return add_size(offsetof(OrderingShared, procs),
-					mul_size(ordering_nprocs(), sizeof(OrderingInFlight)));
+	return add_size(add_size(offsetof(OrderingShared, procs),
+							 mul_size(SHMEM_NPROCS, sizeof(OrderingInFlight))),
+					shmem_database_table_size(sizeof(OrderingDatabase), ORDERING_MAX_DATABASES));
 }
 
 void
@@ -84,19 +80,22 @@ ordering_shmem_init(void)
 {
 	bool		found;
 
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	ordering = ShmemInitStruct("notify_ext ordering", ordering_shmem_size(), &found);
+	Size		size = add_size(offsetof(OrderingShared, procs),
+									mul_size(SHMEM_NPROCS, sizeof(OrderingInFlight)));
+
+	databases = shmem_database_table("notify_ext ordering databases", sizeof(OrderingDatabase),
+									 ORDERING_MAX_DATABASES);
+	ordering = ShmemInitStruct("notify_ext ordering", size, &found);
 	if (!found)
 	{
 		int			i;
 
-		memset(ordering, 0, ordering_shmem_size());
+		memset(ordering, 0, size);
 		ordering->lock = &(GetNamedLWLockTranche("notify_ext"))->lock;
-		ordering->nprocs = ordering_nprocs();
+		ordering->nprocs = SHMEM_NPROCS;
 		for (i = 0; i < ordering->nprocs; i++)
 			pg_atomic_init_u64(&ordering->procs[i].lo, 0);
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 static Oid
@@ -130,29 +129,21 @@ relation_owner(Oid relid)
 static OrderingDatabase *
 database_slot(bool create)
 {
-	OrderingDatabase *free_slot = NULL;
-	int			i;
+	OrderingDatabase *db;
+	bool		found;
 
-	for (i = 0; i < ORDERING_MAX_DATABASES; i++)
-	{
-		OrderingDatabase *db = &ordering->databases[i];
-
-		if (db->dboid == MyDatabaseId)
-			return db;
-		if (db->dboid == InvalidOid && free_slot == NULL)
-			free_slot = db;
-	}
-	if (!create)
-		return NULL;
-	if (free_slot == NULL)
+	db = hash_search(databases, &MyDatabaseId, create ? HASH_ENTER_NULL : HASH_FIND, &found);
+	if (create && db == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("more than %d databases use notify_ext", ORDERING_MAX_DATABASES),
 				 errhint("Restart the server to free the slots of dropped databases.")));
-	free_slot->dboid = MyDatabaseId;
-	free_slot->seqrelid = InvalidOid;
-	free_slot->next = free_slot->limit = 0;
-	return free_slot;
+	if (create && !found)
+	{
+		db->seqrelid = InvalidOid;
+		db->next = db->limit = 0;
+	}
+	return db;
 }
 
 /*

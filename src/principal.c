@@ -38,12 +38,9 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 
-#include "notify_ext.h"
+#include "settings.h"
 #include "principal.h"
 
-char	   *notify_ext_app_role = NULL;
-char	   *notify_ext_permission_function = NULL;
-static char *notify_ext_principal_guc = NULL;
 
 /* The cached answer for one outer role. */
 static bool cache_valid = false;
@@ -65,7 +62,7 @@ principal_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 	invalidate_cache();
 }
 
-static void
+void
 principal_assign_hook(const char *newval, void *extra)
 {
 	invalidate_cache();
@@ -187,7 +184,7 @@ notify_require_service_caller(const char *what)
  * options, ALTER ROLE ... SET, parallel workers restoring state) is checked
  * when the principal is used.
  */
-static bool
+bool
 principal_check_hook(char **newval, void **extra, GucSource source)
 {
 	Oid			uid;
@@ -217,28 +214,6 @@ principal_check_hook(char **newval, void **extra, GucSource source)
 void
 principal_init(void)
 {
-	DefineCustomStringVariable("notify_ext.app_role",
-							   "Role whose members may act for end users and make service calls.",
-							   "Members of this role may SET notify_ext.principal; superusers always may.",
-							   &notify_ext_app_role,
-							   "",
-							   PGC_SUSET, 0,
-							   NULL, principal_assign_hook, NULL);
-	DefineCustomStringVariable("notify_ext.principal",
-							   "End user the application acts for (members of notify_ext.app_role only).",
-							   "Empty means current_user. Any other role setting it to another name is refused.",
-							   &notify_ext_principal_guc,
-							   "",
-							   PGC_USERSET, 0,
-							   principal_check_hook, principal_assign_hook, NULL);
-	DefineCustomStringVariable("notify_ext.permission_function",
-							   "Function (principal text, resource_id text, level text) returns boolean deciding permissions instead of the built-in grants.",
-							   "Empty uses the grants made with notify_ext.grant_permission().",
-							   &notify_ext_permission_function,
-							   "",
-							   PGC_SUSET, 0,
-							   NULL, NULL, NULL);
-
 	CacheRegisterSyscacheCallback(AUTHOID, principal_syscache_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, principal_syscache_callback, (Datum) 0);
 }

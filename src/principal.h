@@ -1,5 +1,5 @@
 /*
- * principal.h: who is calling, and the server keys.
+ * principal.h: who is calling.
  *
  * principal.c
  *   notify_current_principal(): the principal of the current call (see
@@ -11,20 +11,9 @@
  *     DEFINER function being run) is a superuser or has the privileges of
  *     the role named by notify_ext.app_role.
  *   notify_require_service_caller(what): raises 42501 unless it is.
- *   principal_init(): defines the GUCs; called from _PG_init.
- *
- * keys.c
- *   notify_ext_server_key(purpose, out): a 32-byte key for one purpose,
- *     derived from the master key file $PGDATA/notify_ext.key (created with
- *     mode 0600 on first use).  No SQL role can read it through the
- *     extension.
- *   notify_ext_channel_name(purpose, prefix, msg, len, out): the LISTEN
- *     channel prefix || hex(BLAKE2b-128(key = server key of purpose, msg)),
- *     a valid identifier shorter than NAMEDATALEN (prefix: lower-case
- *     letters, digits and "_", at most 31 bytes).  Channel names are
- *     capabilities: whoever knows one can LISTEN on it.  Purposes in use:
- *     "inbox-channel" (msg = principal, inbox.c) and "consumer-channel"
- *     (msg = the consumer's 16 uuid bytes, consumer.c).
+ *   principal_init(): registers the cache invalidation; from _PG_init.
+ *   principal_check_hook(), principal_assign_hook(): of the settings
+ *     notify_ext.principal and notify_ext.app_role (notify_ext.c).
  */
 #ifndef NOTIFY_EXT_PRINCIPAL_H
 #define NOTIFY_EXT_PRINCIPAL_H
@@ -36,14 +25,9 @@ extern bool notify_is_service_caller(void);
 extern void notify_require_service_caller(const char *what);
 extern void principal_init(void);
 
-extern char *notify_ext_app_role;
-extern char *notify_ext_permission_function;
+#include "utils/guc.h"
+extern bool principal_check_hook(char **newval, void **extra, GucSource source);
+extern void principal_assign_hook(const char *newval, void *extra);
 
-#define NOTIFY_EXT_KEY_BYTES 32
-extern void notify_ext_server_key(const char *purpose, unsigned char out[NOTIFY_EXT_KEY_BYTES]);
-
-#define NOTIFY_EXT_CHANNEL_HASH_BYTES 16
-extern void notify_ext_channel_name(const char *purpose, const char *prefix,
-									const void *msg, size_t len, char out[NAMEDATALEN]);
 
 #endif							/* NOTIFY_EXT_PRINCIPAL_H */

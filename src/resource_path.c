@@ -58,6 +58,7 @@
 
 #include "extension.h"
 #include "resource_path.h"
+#include "spi_plan.h"
 
 /* ---------------------------------------------------------------------
  * Tracked tables, read from the capture triggers themselves
@@ -77,7 +78,7 @@ typedef struct TrackedTable
 	Oid			id_type;		/* InvalidOid: the id column is gone */
 	int32		id_typmod;
 	Oid			eq_opr;			/* InvalidOid: the id type has no equality */
-	SPIPlanPtr	plan;			/* finds a row by id; made on first use */
+	char	   *query;			/* finds a row by id; made on first use */
 } TrackedTable;
 
 static MemoryContext tracked_cxt = NULL;
@@ -87,14 +88,10 @@ static bool tracked_valid = false;
 static uint64 tracked_generation = 0;
 
 /*
- * Lists made obsolete while a lookup runs (the code a lookup runs may look
- * up resources too) are kept until no lookup runs.
+ * A list made obsolete while a lookup runs (the code a lookup runs may look
+ * up resources too) is kept until the transaction ends.
  */
 static int	lookup_depth = 0;
-static List *retired_cxts = NIL;
-static List *retired_plans = NIL;
-
-static SPIPlanPtr registered_plan = NULL;
 
 /* ---------------------------------------------------------------------
  * The path cache
@@ -217,7 +214,7 @@ describe_table(TrackedTable *t, char **args)
 	t->stream = args[3];
 	t->id_type = InvalidOid;
 	t->eq_opr = InvalidOid;
-	t->plan = NULL;
+	t->query = NULL;
 	if (!HeapTupleIsValid(tp))
 		return;
 	t->owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
@@ -246,23 +243,11 @@ load_tracked(void)
 	{
 		if (lookup_depth > 1)
 		{
-			MemoryContext keep = MemoryContextSwitchTo(TopTransactionContext);
-
-			retired_cxts = lappend(retired_cxts, tracked_cxt);
-			for (int i = 0; i < ntracked; i++)
-				if (tracked[i].plan != NULL)
-					retired_plans = lappend(retired_plans, tracked[i].plan);
-			MemoryContextSwitchTo(keep);
 			MemoryContextSetParent(tracked_cxt, TopTransactionContext);
 			tracked_cxt = NULL;
 		}
 		else
-		{
-			for (int i = 0; i < ntracked; i++)
-				if (tracked[i].plan != NULL)
-					SPI_freeplan(tracked[i].plan);
 			MemoryContextReset(tracked_cxt);
-		}
 	}
 	if (tracked_cxt == NULL)
 		tracked_cxt = AllocSetContextCreate(CacheMemoryContext, "notify_ext tracked tables",
@@ -312,18 +297,6 @@ ensure_tracked(void)
 		load_tracked();
 }
 
-static void
-release_retired(void)
-{
-	ListCell   *lc;
-
-	foreach(lc, retired_plans)
-		SPI_freeplan((SPIPlanPtr) lfirst(lc));
-	retired_plans = NIL;
-	/* the contexts were parented to the transaction's and go with it */
-	retired_cxts = NIL;
-}
-
 /* ---------------------------------------------------------------------
  * Looking one id up
  * --------------------------------------------------------------------- */
@@ -336,18 +309,6 @@ typedef struct FoundResource
 	text	   *parent;			/* NULL: a root */
 	Oid			relid;			/* InvalidOid: a registered resource */
 } FoundResource;
-
-static SPIPlanPtr
-keep_plan(const char *query, Oid argtype)
-{
-	SPIPlanPtr	plan = SPI_prepare(query, 1, &argtype);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", query, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
 
 /* The row's values as text, copied into cxt. */
 static text *
@@ -372,13 +333,12 @@ find_registered(text *id, FoundResource *out, MemoryContext cxt)
 {
 	ActingRole	saved;
 	Datum		arg = PointerGetDatum(id);
+	Oid			argtype = TEXTOID;
 	int			rc;
 
 	act_as_extension_owner(&saved);
-	if (registered_plan == NULL)
-		registered_plan = keep_plan("SELECT r.variant, r.parent_id FROM notify_ext.resources r "
-									"WHERE r.id OPERATOR(pg_catalog.=) $1", TEXTOID);
-	rc = SPI_execute_plan(registered_plan, &arg, NULL, false, 1);
+	rc = spi_run("SELECT r.variant, r.parent_id FROM notify_ext.resources r "
+				 "WHERE r.id OPERATOR(pg_catalog.=) $1", 1, &argtype, &arg, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "looking up a registered resource failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 1)
@@ -467,28 +427,23 @@ operator_namespace(Oid opr)
 	return nsp;
 }
 
-static SPIPlanPtr
-tracked_plan(TrackedTable *t)
+static const char *
+tracked_query(TrackedTable *t)
 {
-	StringInfoData q;
 	char	   *nsp = get_namespace_name(get_rel_namespace(t->relid));
 	char	   *rel = get_rel_name(t->relid);
-	MemoryContext old;
 
 	if (nsp == NULL || rel == NULL)
 		return NULL;
-	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT %s FROM %s WHERE %s OPERATOR(%s.=) $1 LIMIT 1",
-					 t->parent_column
-					 ? psprintf("%s::pg_catalog.text", quote_identifier(t->parent_column))
-					 : "NULL::pg_catalog.text",
-					 quote_qualified_identifier(nsp, rel),
-					 quote_identifier(t->id_column),
-					 quote_identifier(get_namespace_name(operator_namespace(t->eq_opr))));
-	old = MemoryContextSwitchTo(tracked_cxt);
-	t->plan = keep_plan(q.data, t->id_type);
-	MemoryContextSwitchTo(old);
-	return t->plan;
+	t->query = MemoryContextStrdup(tracked_cxt, psprintf(
+		"SELECT %s FROM %s WHERE %s OPERATOR(%s.=) $1 LIMIT 1",
+		t->parent_column
+		? psprintf("%s::pg_catalog.text", quote_identifier(t->parent_column))
+		: "NULL::pg_catalog.text",
+		quote_qualified_identifier(nsp, rel),
+		quote_identifier(t->id_column),
+		quote_identifier(get_namespace_name(operator_namespace(t->eq_opr)))));
+	return t->query;
 }
 
 /* A row of a tracked table, read as the table's owner. */
@@ -508,9 +463,9 @@ find_tracked(text *id, FoundResource *out, MemoryContext cxt)
 			t->relpersistence == RELPERSISTENCE_TEMP)
 			continue;
 		act_as(t->owner, true, &saved);
-		if (id_value(t, id, &value) && (t->plan != NULL || tracked_plan(t) != NULL))
+		if (id_value(t, id, &value) && (t->query != NULL || tracked_query(t) != NULL))
 		{
-			int			rc = SPI_execute_plan(t->plan, &value, NULL, false, 1);
+			int			rc = spi_run(t->query, 1, &t->id_type, &value, NULL, false, 1);
 
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "looking up a row of tracked table %u failed: %s",
@@ -546,8 +501,7 @@ find_resource(text *id, bool tracked_only, FoundResource *out)
 	if (tracked_only || !find_registered(id, out, cxt))
 		find_tracked(id, out, cxt);
 	SPI_finish();
-	if (--lookup_depth == 0)
-		release_retired();
+	lookup_depth--;
 	return out->found;
 }
 
@@ -753,7 +707,6 @@ resource_xact_callback(XactEvent event, void *arg)
 			if (changed_here)
 				invalidate_tracked();
 			lookup_depth = 0;
-			release_retired();
 			break;
 		default:
 			return;
@@ -784,11 +737,9 @@ resource_path_shmem_init(void)
 {
 	bool		found;
 
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	resources_generation = ShmemInitStruct("notify_ext resources", resource_path_shmem_size(), &found);
 	if (!found)
 		pg_atomic_init_u64(resources_generation, 1);
-	LWLockRelease(AddinShmemInitLock);
 }
 
 void

@@ -23,7 +23,7 @@
 #include "utils/lsyscache.h"
 #include "pgtime.h"
 
-#include "notify_ext.h"
+#include "rowjson.h"
 
 typedef enum RowJsonKind
 {

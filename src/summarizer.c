@@ -34,8 +34,9 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "notify_ext.h"
 #include "extension.h"
+#include "shmem.h"
+#include "summarizer.h"
 
 /* Ranges waiting for a worker, for all databases. */
 #define SUMMARY_QUEUE_SIZE 512
@@ -89,33 +90,23 @@ summarizer_shmem_init(void)
 {
 	bool		found;
 
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("notify_ext summarizer", sizeof(SummarizerShared), &found);
 	if (!found)
 	{
 		memset(shared, 0, sizeof(SummarizerShared));
 		SpinLockInit(&shared->mutex);
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 static bool
-start_worker(Oid dboid)
+start_summarizer(Oid dboid)
 {
-	BackgroundWorker worker;
+	char		name[BGW_MAXLEN];
 	BackgroundWorkerHandle *handle;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "notify_ext");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "notify_ext_summarizer_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "notify_ext event log summarizer for database %u", dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "notify_ext event log summarizer");
-	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
-	worker.bgw_notify_pid = 0;
-	return RegisterDynamicBackgroundWorker(&worker, &handle);
+	snprintf(name, sizeof(name), "notify_ext event log summarizer for database %u", dboid);
+	return start_worker("notify_ext_summarizer_main", "notify_ext event log summarizer", name,
+						ObjectIdGetDatum(dboid), NULL, 0, false, &handle);
 }
 
 /* Drops the queued requests of database dboid; the caller holds the mutex. */
@@ -210,7 +201,7 @@ summarizer_request(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 
 	if (latch != NULL)
 		SetLatch(latch);
-	if (launch && !start_worker(MyDatabaseId))
+	if (launch && !start_summarizer(MyDatabaseId))
 	{
 		/* No worker: take back this database's requests and its slot. */
 		SpinLockAcquire(&shared->mutex);

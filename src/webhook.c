@@ -24,8 +24,6 @@
  */
 #include "postgres.h"
 
-#include <sodium.h>
-
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -48,23 +46,19 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "notify_ext.h"
+#include "event_buffer.h"
 #include "principal.h"
+#include "settings.h"
+#include "shmem.h"
 #include "webhook.h"
 #include "webhook_policy.h"
 
 WebhookShared *webhook_shared = NULL;
 
-int			webhook_timeout_ms = 15000;
-int			webhook_disable_after_s = 5 * 24 * 3600;
-int			webhook_concurrency = 128;
-int			webhook_endpoint_concurrency = 32;
-char	   *webhook_retry_schedule = NULL;
 
 int			webhook_nretries = 0;
 const int  *webhook_retry_delays_ms = NULL;
 
-#define DEFAULT_RETRY_SCHEDULE "5s, 5min, 30min, 2h, 5h, 10h, 10h"
 #define MAX_RETRIES 100
 
 typedef struct RetrySchedule
@@ -73,8 +67,6 @@ typedef struct RetrySchedule
 	int			delays_ms[FLEXIBLE_ARRAY_MEMBER];
 } RetrySchedule;
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* This transaction called _webhooks_changed(). */
 static bool changed_in_xact = false;
@@ -86,35 +78,23 @@ static int	my_slot = -1;
  * Shared memory
  * --------------------------------------------------------------------- */
 
-static Size
+Size
 webhook_shmem_size(void)
 {
 	return MAXALIGN(sizeof(WebhookShared));
 }
 
-static void
-webhook_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(webhook_shmem_size());
-}
-
-static void
-webhook_shmem_startup(void)
+void
+webhook_shmem_init(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	webhook_shared = ShmemInitStruct("notify_ext webhooks", webhook_shmem_size(), &found);
 	if (!found)
 	{
 		memset(webhook_shared, 0, webhook_shmem_size());
 		SpinLockInit(&webhook_shared->mutex);
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 /* The slot of a database; with create, claims a free one.  Mutex held. */
@@ -151,7 +131,7 @@ webhook_db_slot(Oid dboid, bool create)
  * PGPROC array, so a stale one only costs a spurious wake-up.
  */
 static void
-webhook_events_committed(int64 first_seq, int64 count)
+webhook_events_committed(void)
 {
 	volatile WebhookDb *db;
 	Latch	   *latch;
@@ -251,94 +231,11 @@ notify_ext_webhook_worker_available(PG_FUNCTION_ARGS)
 }
 
 /* ---------------------------------------------------------------------
- * Sealed secrets
- * --------------------------------------------------------------------- */
-
-static bytea *
-seal(const unsigned char *plain, Size len)
-{
-	unsigned char key[NOTIFY_EXT_KEY_BYTES];
-	Size		outlen = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + len;
-	bytea	   *out = palloc(VARHDRSZ + outlen);
-	unsigned char *p = (unsigned char *) VARDATA(out);
-
-	notify_ext_server_key(WEBHOOK_KEY_PURPOSE, key);
-	randombytes_buf(p, crypto_secretbox_NONCEBYTES);
-	crypto_secretbox_easy(p + crypto_secretbox_NONCEBYTES, plain, len, p, key);
-	sodium_memzero(key, sizeof(key));
-	SET_VARSIZE(out, VARHDRSZ + outlen);
-	return out;
-}
-
-bytea *
-webhook_unseal(const char *sealed, Size len)
-{
-	unsigned char key[NOTIFY_EXT_KEY_BYTES];
-	bytea	   *out;
-	const unsigned char *p = (const unsigned char *) sealed;
-	int			rc;
-
-	if (len < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("sealed notify_ext secret is too short (%zu bytes)", len)));
-	len -= crypto_secretbox_NONCEBYTES;
-	out = palloc(VARHDRSZ + len - crypto_secretbox_MACBYTES);
-	notify_ext_server_key(WEBHOOK_KEY_PURPOSE, key);
-	rc = crypto_secretbox_open_easy((unsigned char *) VARDATA(out), p + crypto_secretbox_NONCEBYTES,
-									len, p, key);
-	sodium_memzero(key, sizeof(key));
-	if (rc != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("could not decrypt a notify_ext secret"),
-				 errdetail("It was sealed under another server key than the one in $PGDATA/notify_ext.key."),
-				 errhint("Restore the key file the secrets were created with, or create the auth configs and webhooks again.")));
-	SET_VARSIZE(out, VARHDRSZ + len - crypto_secretbox_MACBYTES);
-	return out;
-}
-
-PG_FUNCTION_INFO_V1(notify_ext_webhook_seal);
-Datum
-notify_ext_webhook_seal(PG_FUNCTION_ARGS)
-{
-	bytea	   *plain = PG_GETARG_BYTEA_PP(0);
-
-	PG_RETURN_BYTEA_P(seal((unsigned char *) VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain)));
-}
-
-PG_FUNCTION_INFO_V1(notify_ext_webhook_unseal);
-Datum
-notify_ext_webhook_unseal(PG_FUNCTION_ARGS)
-{
-	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
-
-	PG_RETURN_BYTEA_P(webhook_unseal(VARDATA_ANY(sealed), VARSIZE_ANY_EXHDR(sealed)));
-}
-
-PG_FUNCTION_INFO_V1(notify_ext_webhook_new_signing_key);
-Datum
-notify_ext_webhook_new_signing_key(PG_FUNCTION_ARGS)
-{
-	unsigned char key[32];
-	bytea	   *out;
-
-	if (sodium_init() < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not initialize libsodium")));
-	randombytes_buf(key, sizeof(key));
-	out = seal(key, sizeof(key));
-	sodium_memzero(key, sizeof(key));
-	PG_RETURN_BYTEA_P(out);
-}
-
-/* ---------------------------------------------------------------------
  * GUCs
  * --------------------------------------------------------------------- */
 
-static bool
-check_retry_schedule(char **newval, void **extra, GucSource source)
+bool
+webhook_check_retry_schedule(char **newval, void **extra, GucSource source)
 {
 	RetrySchedule *sched;
 	char	   *copy;
@@ -391,8 +288,8 @@ check_retry_schedule(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-static void
-assign_retry_schedule(const char *newval, void *extra)
+void
+webhook_assign_retry_schedule(const char *newval, void *extra)
 {
 	RetrySchedule *sched = (RetrySchedule *) extra;
 
@@ -400,52 +297,6 @@ assign_retry_schedule(const char *newval, void *extra)
 	webhook_retry_delays_ms = sched ? sched->delays_ms : NULL;
 }
 
-static void
-define_gucs(void)
-{
-	DefineCustomIntVariable("notify_ext.webhook_timeout",
-							"How long a webhook endpoint may take to answer one delivery.",
-							"A delivery (or token request) that has not completed by then "
-							"fails and is retried on the schedule of notify_ext.webhook_retry_schedule.",
-							&webhook_timeout_ms,
-							15000, 100, 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS,
-							NULL, NULL, NULL);
-	DefineCustomStringVariable("notify_ext.webhook_retry_schedule",
-							   "Delays before the retries of a failed webhook delivery.",
-							   "A comma-separated list of delays (ms, s, min, h, d; a bare number is "
-							   "milliseconds): the first retry comes that long after the first failure, "
-							   "and so on.  Each delay gets up to 20% of random jitter either way; a "
-							   "Retry-After header replaces it.  After the last, the delivery is given up.",
-							   &webhook_retry_schedule,
-							   DEFAULT_RETRY_SCHEDULE,
-							   PGC_SIGHUP, 0,
-							   check_retry_schedule, assign_retry_schedule, NULL);
-	DefineCustomIntVariable("notify_ext.webhook_disable_after",
-							"How long a webhook may fail continuously before it is disabled.",
-							"When every attempt to deliver to a webhook has failed for this long, the "
-							"webhook is disabled and its creator gets a WEBHOOK_DISABLED notification.",
-							&webhook_disable_after_s,
-							5 * 24 * 3600, 1, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_S,
-							NULL, NULL, NULL);
-	DefineCustomIntVariable("notify_ext.webhook_concurrency",
-							"Deliveries one database's webhook worker sends at the same time.",
-							NULL,
-							&webhook_concurrency,
-							128, 1, 10000,
-							PGC_SIGHUP, 0,
-							NULL, NULL, NULL);
-	DefineCustomIntVariable("notify_ext.webhook_endpoint_concurrency",
-							"Deliveries to one webhook in flight at the same time.",
-							"While other webhooks have deliveries waiting, a webhook gets at most "
-							"its share of notify_ext.webhook_concurrency, if that is less.",
-							&webhook_endpoint_concurrency,
-							32, 1, 10000,
-							PGC_SIGHUP, 0,
-							NULL, NULL, NULL);
-	webhook_policy_define_gucs();
-}
 
 /* ---------------------------------------------------------------------
  * Launcher
@@ -523,25 +374,18 @@ oid_in(Oid oid, Oid *oids, int n)
 }
 
 static bool
-start_worker(Oid dboid, BackgroundWorkerHandle **handle)
+start_database_worker(Oid dboid, BackgroundWorkerHandle **handle)
 {
-	BackgroundWorker worker;
+	char		name[BGW_MAXLEN];
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher restarts it */
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "notify_ext");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "webhook_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "notify_ext webhook worker for database %u", dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "notify_ext webhook worker");
-	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
-	worker.bgw_notify_pid = MyProcPid;
-	return RegisterDynamicBackgroundWorker(&worker, handle);
+	/* the launcher restarts it */
+	snprintf(name, sizeof(name), "notify_ext webhook worker for database %u", dboid);
+	return start_worker("notify_ext_webhook_worker_main", "notify_ext webhook worker", name,
+						ObjectIdGetDatum(dboid), NULL, 0, true, handle);
 }
 
 void
-webhook_launcher_main(Datum main_arg)
+notify_ext_webhook_launcher_main(Datum main_arg)
 {
 	bool		first = true;
 
@@ -637,7 +481,7 @@ webhook_launcher_main(Datum main_arg)
 				SpinLockRelease(&webhook_shared->mutex);
 				continue;
 			}
-			if (start_worker(dboid, &ld->handle))
+			if (start_database_worker(dboid, &ld->handle))
 			{
 				ld->started_at = now;
 				ld->not_before = 0;
@@ -668,27 +512,14 @@ webhook_launcher_main(Datum main_arg)
 void
 webhook_init(void)
 {
-	BackgroundWorker worker;
+	static const EventsHooks hooks = {NULL, webhook_events_committed};
 
-	define_gucs();
-	capture_register_commit_hook(webhook_events_committed);
+	event_buffer_add_hooks(&hooks);
 	RegisterXactCallback(webhook_xact_callback, NULL);
+}
 
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = webhook_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = webhook_shmem_startup;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "notify_ext");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "webhook_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "notify_ext webhook launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "notify_ext webhook launcher");
-	RegisterBackgroundWorker(&worker);
+void
+webhook_register_launcher(void)
+{
+	register_startup_worker("notify_ext_webhook_launcher_main", "notify_ext webhook launcher", 5);
 }

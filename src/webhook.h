@@ -5,11 +5,11 @@
  *   webhook_init(): GUCs, the commit hooks, and (when preloaded) the shared
  *     memory and the launcher background worker; called from _PG_init.
  *   The SQL-callable helpers: sealing secrets, _webhooks_changed().
- *   webhook_launcher_main(): the launcher, which starts one delivery
+ *   notify_ext_webhook_launcher_main(): the launcher, which starts one delivery
  *     worker per database that has active webhooks.
  *
  * webhook_worker.c
- *   webhook_worker_main(): the delivery worker of one database.
+ *   notify_ext_webhook_worker_main(): the delivery worker of one database.
  */
 #ifndef NOTIFY_EXT_WEBHOOK_H
 #define NOTIFY_EXT_WEBHOOK_H
@@ -43,24 +43,22 @@ typedef struct WebhookShared
 
 extern WebhookShared *webhook_shared;
 
-/* GUCs */
-extern int	webhook_timeout_ms;
-extern int	webhook_disable_after_s;
-extern int	webhook_concurrency;
-extern int	webhook_endpoint_concurrency;
-extern char *webhook_retry_schedule;
 
 /* The parsed retry schedule: delays after the 1st, 2nd, ... failure. */
 extern int	webhook_nretries;
 extern const int *webhook_retry_delays_ms;
 
-#define WEBHOOK_KEY_PURPOSE "auth-secrets"
 
+#include "utils/guc.h"
+extern bool webhook_check_retry_schedule(char **newval, void **extra, GucSource source);
+extern void webhook_assign_retry_schedule(const char *newval, void *extra);
 extern void webhook_init(void);
+extern void webhook_register_launcher(void);
+extern Size webhook_shmem_size(void);
+extern void webhook_shmem_init(void);
 extern WebhookDb *webhook_db_slot(Oid dboid, bool create);
-extern bytea *webhook_unseal(const char *sealed, Size len);
 
-extern PGDLLEXPORT void webhook_launcher_main(Datum main_arg);
-extern PGDLLEXPORT void webhook_worker_main(Datum main_arg);
+extern PGDLLEXPORT void notify_ext_webhook_launcher_main(Datum main_arg);
+extern PGDLLEXPORT void notify_ext_webhook_worker_main(Datum main_arg);
 
 #endif							/* NOTIFY_EXT_WEBHOOK_H */

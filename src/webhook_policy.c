@@ -32,9 +32,9 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
+#include "settings.h"
 #include "webhook_policy.h"
 
-char	   *webhook_denied_networks = NULL;
 
 typedef struct Network
 {
@@ -235,8 +235,8 @@ webhook_address_text(const struct sockaddr *addr, char *buf, size_t len)
  * notify_ext.webhook_denied_networks
  * --------------------------------------------------------------------- */
 
-static bool
-check_denied_networks(char **newval, void **extra, GucSource source)
+bool
+webhook_check_denied_networks(char **newval, void **extra, GucSource source)
 {
 	char	   *copy = strdup(*newval ? *newval : "");
 	DeniedNetworks *nets;
@@ -308,14 +308,14 @@ check_denied_networks(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-static void
-assign_denied_networks(const char *newval, void *extra)
+void
+webhook_assign_denied_networks(const char *newval, void *extra)
 {
 	configured = (const DeniedNetworks *) extra;
 }
 
 void
-webhook_policy_define_gucs(void)
+webhook_policy_init(void)
 {
 	int			i;
 
@@ -326,15 +326,6 @@ webhook_policy_define_gucs(void)
 		strlcpy(builtin_networks[i].label, builtin_denied[i].label, sizeof(builtin_networks[i].label));
 	}
 
-	DefineCustomStringVariable("notify_ext.webhook_denied_networks",
-							   "Networks that webhooks may not reach, on top of link-local and cloud metadata addresses.",
-							   "A comma-separated list of networks in CIDR notation, such as "
-							   "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7.  Checked when a webhook "
-							   "or auth config is created and on every address the worker connects to.",
-							   &webhook_denied_networks,
-							   "",
-							   PGC_SUSET, 0,
-							   check_denied_networks, assign_denied_networks, NULL);
 }
 
 /* ---------------------------------------------------------------------

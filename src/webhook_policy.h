@@ -14,10 +14,13 @@
 
 #include <sys/socket.h>
 
-/* GUC notify_ext.webhook_denied_networks */
-extern char *webhook_denied_networks;
 
-extern void webhook_policy_define_gucs(void);
+extern void webhook_policy_init(void);
+
+/* The hooks of the setting notify_ext.webhook_denied_networks (notify_ext.c). */
+#include "utils/guc.h"
+extern bool webhook_check_denied_networks(char **newval, void **extra, GucSource source);
+extern void webhook_assign_denied_networks(const char *newval, void *extra);
 
 /*
  * NULL when the address may be connected to; otherwise why it is denied,

@@ -68,8 +68,10 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "notify_ext.h"
+#include "extension.h"
+#include "ordering.h"
 #include "principal.h"
+#include "settings.h"
 #include "webhook.h"
 #include "webhook_policy.h"
 
@@ -1483,7 +1485,7 @@ exit_if_idle(void)
 }
 
 void
-webhook_worker_main(Datum main_arg)
+notify_ext_webhook_worker_main(Datum main_arg)
 {
 	bool		first = true;
 	bool		scan_pending = true;

@@ -91,16 +91,11 @@ CREATE OR REPLACE FUNCTION notify_ext.create_event_partitions(days_ahead integer
 AS $$
 BEGIN
     RETURN (notify_ext._create_event_partitions(
-                COALESCE(days_ahead, (notify_ext._retention_settings() ->> 'partitions_ahead')::integer),
+                COALESCE(days_ahead, pg_catalog.current_setting('notify_ext.partitions_ahead')::integer),
                 days_back, NULL) ->> 'created')::integer;
 END
 $$;
 REVOKE ALL ON FUNCTION notify_ext.create_event_partitions(integer, integer) FROM PUBLIC;
-
--- Settings of retention (GUCs defined in retention.c), as jsonb.
-CREATE OR REPLACE FUNCTION notify_ext._retention_settings() RETURNS jsonb
-    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'notify_ext_retention_settings';
-REVOKE ALL ON FUNCTION notify_ext._retention_settings() FROM PUBLIC;
 
 -- Internal: takes a lock on rel (ONLY rel: a partitioned table's partitions
 -- are not locked with it) without queueing in front of other sessions for

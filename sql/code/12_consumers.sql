@@ -211,18 +211,18 @@ BEGIN
 END
 $$;
 
--- Internal: whether an event is in a consumer's scope.
-CREATE OR REPLACE FUNCTION notify_ext._in_scope(c notify_ext.consumers, e notify_ext.event_log)
+-- Internal: whether an event is in a scope (of a consumer or a webhook):
+-- about the resource, or with include_subresources below it; its stream
+-- one of streams, its operation one of operations, and occurred at or
+-- after from_date, each part NULL for any.  The one rule, in C
+-- (src/scope.c), shared with the wake-ups at commit.
+CREATE OR REPLACE FUNCTION notify_ext._in_scope(resource_id text, include_subresources boolean,
+        streams text[], operations text[], from_date timestamptz,
+        event_resource_id text, event_resource_path text[], event_stream text,
+        event_operation text, event_occurred_at timestamptz)
     RETURNS boolean
-    LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT (c.resource_id IS NULL OR e.resource_id OPERATOR(pg_catalog.=) c.resource_id
-            OR (c.include_subresources AND c.resource_id OPERATOR(pg_catalog.=) ANY (e.resource_path)))
-       AND (c.streams IS NULL OR e.stream OPERATOR(pg_catalog.=) ANY (c.streams))
-       AND (c.operations IS NULL OR e.operation OPERATOR(pg_catalog.=) ANY (c.operations))
-       AND (c.from_date IS NULL OR e.occurred_at OPERATOR(pg_catalog.>=) c.from_date)
-$$;
-REVOKE ALL ON FUNCTION notify_ext._in_scope(notify_ext.consumers, notify_ext.event_log) FROM PUBLIC;
+    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_in_scope';
+REVOKE ALL ON FUNCTION notify_ext._in_scope(text, boolean, text[], text[], timestamptz, text, text[], text, text, timestamptz) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION notify_ext.consumer_info(consumer uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE
@@ -239,7 +239,10 @@ DECLARE
 BEGIN
     SELECT count(*) INTO v_num_pending
       FROM notify_ext.event_log e
-     WHERE e.seq > c.delivered_upto AND e.seq <= v_horizon AND notify_ext._in_scope(c, e);
+     WHERE e.seq > c.delivered_upto AND e.seq <= v_horizon
+       AND notify_ext._in_scope(c.resource_id, c.include_subresources, c.streams, c.operations,
+                                c.from_date, e.resource_id, e.resource_path, e.stream,
+                                e.operation, e.occurred_at);
     SELECT COALESCE(sum(cardinality(p.seqs)), 0),
            COALESCE(sum(cardinality(p.seqs)) FILTER (WHERE p.delivery_count > 1), 0),
            min(p.lo)

@@ -2,32 +2,17 @@
 -- Retention: prune() and its schedule
 --------------------------------------------------------------------------
 
--- Internal: the partitions of the event log with their bounds (the default
--- partition has none and is not listed).  Read from pg_inherits and
--- pg_class.relpartbound in C: prune() calls it on every run.
-CREATE OR REPLACE FUNCTION notify_ext._event_partitions()
-    RETURNS TABLE (rel regclass, name text, lower_bound timestamptz, upper_bound timestamptz)
+-- Internal: the day partitions of the event log whose day ended by
+-- ended_by (all of them by default; the default partition has no bounds
+-- and is not listed), with pg_class.reltuples and whether VACUUM has
+-- counted them since they last changed (then reltuples is their count).
+-- Read from the catalogs and the statistics in C (src/prune.c).
+CREATE OR REPLACE FUNCTION notify_ext._day_partitions(ended_by timestamptz DEFAULT 'infinity')
+    RETURNS TABLE (rel regclass, name text, lower_bound timestamptz, upper_bound timestamptz,
+                   reltuples real, vacuum_counted boolean)
     LANGUAGE c STABLE ROWS 20
-    AS 'MODULE_PATHNAME', 'notify_ext_event_partitions';
-REVOKE ALL ON FUNCTION notify_ext._event_partitions() FROM PUBLIC;
-
--- Internal: whether a btree index on a timestamptz leads to a visible row
--- below bound (EXISTS with the index's predicate, without planning a query).
--- prune() passes to_regclass(<index name>): null (no index) means "look".
-CREATE OR REPLACE FUNCTION notify_ext._index_has_key_below(index regclass, bound timestamptz) RETURNS boolean
-    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'notify_ext_index_has_key_below';
-REVOKE ALL ON FUNCTION notify_ext._index_has_key_below(regclass, timestamptz) FROM PUBLIC;
-
--- Internal: the partitions of the event log whose day ended at or before
--- cutoff, with pg_class.reltuples, whether VACUUM has counted them since
--- they last changed (then reltuples is their count) and whether they are
--- members of an extension: what prune() needs before it detaches them.
-CREATE OR REPLACE FUNCTION notify_ext._expired_event_partitions(cutoff timestamptz)
-    RETURNS TABLE (rel regclass, name text, upper_bound timestamptz, reltuples real,
-                   vacuum_counted boolean, extension_member boolean)
-    LANGUAGE c STABLE STRICT ROWS 5
-    AS 'MODULE_PATHNAME', 'notify_ext_expired_event_partitions';
-REVOKE ALL ON FUNCTION notify_ext._expired_event_partitions(timestamptz) FROM PUBLIC;
+    AS 'MODULE_PATHNAME', 'notify_ext_day_partitions';
+REVOKE ALL ON FUNCTION notify_ext._day_partitions(timestamptz) FROM PUBLIC;
 
 -- Internal: tables prune() detached from the event log (renamed
 -- event_log_expired_<oid>) that are not dropped yet.
@@ -98,9 +83,6 @@ DECLARE
     v_max bigint;
     v_total bigint;
 BEGIN
-    IF pg_catalog.to_regclass('notify_ext.consumers') IS NULL THEN
-        RETURN 0;
-    END IF;
     EXECUTE pg_catalog.format('SELECT max(seq) FROM %s', partition) INTO v_max;
     IF v_max IS NULL
        OR NOT EXISTS (SELECT 1 FROM notify_ext.consumers c WHERE c.delivered_upto < v_max) THEN
@@ -119,11 +101,10 @@ BEGIN
                    (SELECT count(*) FROM %s e
                      WHERE e.seq > c.delivered_upto
                        AND ($2::timestamptz IS NULL OR e.occurred_at < $2)
-                       AND (c.resource_id IS NULL OR e.resource_id = c.resource_id
-                            OR (c.include_subresources AND c.resource_id = ANY (e.resource_path)))
-                       AND (c.streams IS NULL OR e.stream = ANY (c.streams))
-                       AND (c.operations IS NULL OR e.operation = ANY (c.operations))
-                       AND (c.from_date IS NULL OR e.occurred_at >= c.from_date)) AS n
+                       AND notify_ext._in_scope(c.resource_id, c.include_subresources, c.streams,
+                                                c.operations, c.from_date, e.resource_id,
+                                                e.resource_path, e.stream, e.operation,
+                                                e.occurred_at)) AS n
               FROM lagging c),
         upd AS (
             UPDATE notify_ext.consumers c SET missed = c.missed + counts.n
@@ -137,29 +118,21 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._count_missed_before_drop(regclass, timestamptz) FROM PUBLIC;
 
--- Internal: a retention setting as an interval; an error unless it is a
--- positive one (the GUC's check hook has already refused anything else).
-CREATE OR REPLACE FUNCTION notify_ext._retention_interval(settings jsonb, name text) RETURNS interval
-    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'notify_ext_retention_interval';
-REVOKE ALL ON FUNCTION notify_ext._retention_interval(jsonb, text) FROM PUBLIC;
-
--- Internal: the whole pruning run.  notify_ext.prune() (in C) does the
--- usual run itself (nothing to delete row by row, no partition to create,
--- expired partitions counted by VACUUM, no consumers to check) and hands
--- every other run to this function, before it has changed anything.
+-- Internal: the pruning run; notify_ext.prune() runs it with its own WAL
+-- compressed (src/prune.c).
 CREATE OR REPLACE FUNCTION notify_ext._prune_all() RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_settings jsonb := notify_ext._retention_settings();
-    v_event_retention interval := notify_ext._retention_interval(v_settings, 'event_retention');
-    v_read_retention interval := notify_ext._retention_interval(v_settings, 'read_notification_retention');
-    v_delivery_retention interval := notify_ext._retention_interval(v_settings, 'delivery_retention');
-    v_batch integer := (v_settings ->> 'prune_batch_size')::integer;
-    v_max_batches integer := (v_settings ->> 'prune_max_batches')::integer;
-    v_budget integer := (v_settings ->> 'prune_lock_timeout_ms')::integer;
-    v_ahead integer := (v_settings ->> 'partitions_ahead')::integer;
+    v_event_retention interval := pg_catalog.current_setting('notify_ext.event_retention')::interval;
+    v_read_retention interval := pg_catalog.current_setting('notify_ext.read_notification_retention')::interval;
+    v_delivery_retention interval := pg_catalog.current_setting('notify_ext.delivery_retention')::interval;
+    v_batch integer := pg_catalog.current_setting('notify_ext.prune_batch_size')::integer;
+    v_max_batches integer := pg_catalog.current_setting('notify_ext.prune_max_batches')::integer;
+    v_budget integer := (SELECT s.setting::integer FROM pg_catalog.pg_settings s
+                          WHERE s.name = 'notify_ext.prune_lock_timeout');
+    v_ahead integer := pg_catalog.current_setting('notify_ext.partitions_ahead')::integer;
     v_old_timeout text := pg_catalog.current_setting('lock_timeout');
     v_now timestamptz := pg_catalog.now();
     v_cutoff timestamptz;
@@ -178,7 +151,6 @@ DECLARE
     v_rows bigint;
     v_estimated boolean := false;
     v_uncounted regclass[];
-    v_members regclass[];
     v_lagging boolean;
     v_min_delivered bigint;
     v_max_seq bigint;
@@ -194,13 +166,11 @@ BEGIN
     END IF;
 
     -- Read notifications, oldest first; rows someone holds are left for next
-    -- time.  (Looked for first through the partial index, without planning
-    -- a query: most runs find none, and then the DELETE and the inbox's
-    -- triggers are not run.)
+    -- time.  (Most runs find none: then the inbox's triggers do not run.)
     v_cutoff := v_now - v_read_retention;
     FOR v_i IN 1 .. v_max_batches LOOP
-        EXIT WHEN v_i = 1 AND NOT COALESCE(notify_ext._index_has_key_below(
-            pg_catalog.to_regclass('notify_ext.notifications_read_ts_idx'), v_cutoff), true);
+        EXIT WHEN v_i = 1 AND NOT EXISTS (SELECT FROM notify_ext.notifications n
+                                           WHERE n.read AND n.ts < v_cutoff);
         WITH doomed AS (
             SELECT n.id FROM notify_ext.notifications n
              WHERE n.read AND n.ts < v_cutoff
@@ -219,26 +189,20 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- Webhook delivery records, once webhooks exist.
-    IF pg_catalog.to_regclass('notify_ext.delivery_log') IS NOT NULL THEN
-        v_cutoff := v_now - v_delivery_retention;
-        FOR v_i IN 1 .. v_max_batches LOOP
-            -- (Most runs find none: then the DELETE is not planned.)
-            EXIT WHEN v_i = 1 AND NOT COALESCE(notify_ext._index_has_key_below(
-                pg_catalog.to_regclass('notify_ext.delivery_log_created_at_idx'), v_cutoff), true);
-            EXECUTE 'DELETE FROM notify_ext.delivery_log d
-                      WHERE d.ctid = ANY (ARRAY(SELECT o.ctid FROM notify_ext.delivery_log o
-                                                 WHERE o.created_at < $1
-                                                 LIMIT $2 FOR UPDATE SKIP LOCKED))'
-                USING v_cutoff, v_batch;
-            GET DIAGNOSTICS v_n = ROW_COUNT;
-            v_deliveries := v_deliveries + v_n;
-            EXIT WHEN v_n < v_batch;
-            IF v_i = v_max_batches THEN
-                v_incomplete := v_incomplete || 'deliveries'::text;
-            END IF;
-        END LOOP;
-    END IF;
+    -- Webhook delivery records.
+    v_cutoff := v_now - v_delivery_retention;
+    FOR v_i IN 1 .. v_max_batches LOOP
+        DELETE FROM notify_ext.delivery_log d
+         WHERE d.ctid = ANY (ARRAY(SELECT o.ctid FROM notify_ext.delivery_log o
+                                    WHERE o.created_at < v_cutoff
+                                    LIMIT v_batch FOR UPDATE SKIP LOCKED));
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_deliveries := v_deliveries + v_n;
+        EXIT WHEN v_n < v_batch;
+        IF v_i = v_max_batches THEN
+            v_incomplete := v_incomplete || 'deliveries'::text;
+        END IF;
+    END LOOP;
 
     -- Expired events that landed in the default partition (their day had
     -- no partition when they were written): deleted in batches, at most
@@ -295,17 +259,15 @@ BEGIN
     -- past day, normally: autovacuum visits it once it is full) is not read
     -- again: VACUUM's count (reltuples) is used, and the result says so.
     -- The others are counted below (an index-only scan of the seq index
-    -- where the visibility map allows it).  Also which of them belong to
-    -- the extension (those CREATE EXTENSION made).  All in one look at the
-    -- catalogs (_expired_event_partitions(), in C).
+    -- where the visibility map allows it).  All in one look at the
+    -- catalogs (_day_partitions(), in C).
     SELECT pg_catalog.array_agg(p.rel ORDER BY p.upper_bound),
            pg_catalog.array_agg(p.name ORDER BY p.upper_bound),
            COALESCE(sum(p.reltuples::bigint) FILTER (WHERE p.vacuum_counted), 0),
            pg_catalog.array_agg(p.rel) FILTER (WHERE NOT p.vacuum_counted),
-           bool_or(p.vacuum_counted),
-           pg_catalog.array_agg(p.rel) FILTER (WHERE p.extension_member)
-      INTO v_rels, v_names, v_rows, v_uncounted, v_estimated, v_members
-      FROM notify_ext._expired_event_partitions(v_cutoff) p;
+           bool_or(p.vacuum_counted)
+      INTO v_rels, v_names, v_rows, v_uncounted, v_estimated
+      FROM notify_ext._day_partitions(v_cutoff) p;
     IF v_rels IS NOT NULL THEN
         IF v_uncounted IS NOT NULL THEN
             FOREACH v_rel IN ARRAY v_uncounted LOOP
@@ -317,15 +279,13 @@ BEGIN
         -- every consumer got past the newest of them (the usual case; then
         -- no consumer row is locked or scanned).
         v_lagging := false;
-        IF pg_catalog.to_regclass('notify_ext.consumers') IS NOT NULL THEN
-            SELECT min(c.delivered_upto) INTO v_min_delivered FROM notify_ext.consumers c;
-            IF v_min_delivered IS NOT NULL THEN
-                EXECUTE 'SELECT max(m) FROM (' || (
-                    SELECT pg_catalog.string_agg(pg_catalog.format('SELECT max(seq) AS m FROM %s', r), ' UNION ALL ')
-                      FROM pg_catalog.unnest(v_rels) r) || ') x'
-                    INTO v_max_seq;
-                v_lagging := v_max_seq > v_min_delivered;
-            END IF;
+        SELECT min(c.delivered_upto) INTO v_min_delivered FROM notify_ext.consumers c;
+        IF v_min_delivered IS NOT NULL THEN
+            EXECUTE 'SELECT max(m) FROM (' || (
+                SELECT pg_catalog.string_agg(pg_catalog.format('SELECT max(seq) AS m FROM %s', r), ' UNION ALL ')
+                  FROM pg_catalog.unnest(v_rels) r) || ') x'
+                INTO v_max_seq;
+            v_lagging := v_max_seq > v_min_delivered;
         END IF;
         BEGIN
             PERFORM pg_catalog.set_config('lock_timeout', GREATEST(v_budget, 1) || 'ms', true);
@@ -345,11 +305,6 @@ BEGIN
                 EXECUTE pg_catalog.format('ALTER TABLE notify_ext.event_log DETACH PARTITION %s', v_rel);
                 EXECUTE pg_catalog.format('ALTER TABLE %s RENAME TO %I', v_rel,
                                           'event_log_expired_' || v_rel::oid);
-                -- The partitions made by CREATE EXTENSION belong to it, and
-                -- a member of an extension cannot be dropped on its own.
-                IF v_rel = ANY (v_members) THEN
-                    EXECUTE pg_catalog.format('ALTER EXTENSION notify_ext DROP TABLE %s', v_rel);
-                END IF;
             END LOOP;
             PERFORM pg_catalog.set_config('lock_timeout', v_old_timeout, true);
             v_partitions := pg_catalog.cardinality(v_rels);

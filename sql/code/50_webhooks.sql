@@ -365,7 +365,9 @@ BEGIN
     SELECT w.id, e.seq
       FROM notify_ext.event_log e
      WHERE e.seq > 0 AND e.seq <= w.cursor_seq AND e.occurred_at >= since
-       AND notify_ext._webhook_in_scope(w, e.stream, e.operation, e.resource_id, e.resource_path)
+       AND notify_ext._in_scope(w.resource_id, w.include_subresources, w.streams, w.operations,
+                                NULL, e.resource_id, e.resource_path, e.stream, e.operation,
+                                e.occurred_at)
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     PERFORM notify_ext._webhooks_changed();
@@ -384,18 +386,6 @@ GRANT SELECT ON notify_ext.deliveries TO PUBLIC;
 --------------------------------------------------------------------------
 -- The worker's side (called by the background worker only)
 --------------------------------------------------------------------------
-
-CREATE OR REPLACE FUNCTION notify_ext._webhook_in_scope(w notify_ext.webhooks, stream text, operation text,
-        resource_id text, resource_path text[])
-    RETURNS boolean
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT (w.operations IS NULL OR operation = ANY (w.operations))
-       AND (w.streams IS NULL OR stream = ANY (w.streams))
-       AND (w.resource_id IS NULL
-            OR COALESCE(resource_id = w.resource_id
-                        OR (w.include_subresources AND w.resource_id = ANY (resource_path)), false))
-$$;
 
 -- The configuration of the active webhooks, secrets unsealed.
 CREATE OR REPLACE FUNCTION notify_ext._webhook_config()
@@ -437,7 +427,9 @@ BEGIN
         SELECT w.id, e.seq
           FROM notify_ext.event_log e
          WHERE e.seq > w.cursor_seq AND e.seq <= v_upto
-           AND notify_ext._webhook_in_scope(w, e.stream, e.operation, e.resource_id, e.resource_path)
+           AND notify_ext._in_scope(w.resource_id, w.include_subresources, w.streams, w.operations,
+                                NULL, e.resource_id, e.resource_path, e.stream, e.operation,
+                                e.occurred_at)
         ON CONFLICT DO NOTHING;
         GET DIAGNOSTICS v_n = ROW_COUNT;
         queued := queued + v_n;

@@ -166,3 +166,18 @@ END
 $$;
 
 DROP FUNCTION notify_ext._webhook_url_credentials(text);
+
+--------------------------------------------------------------------------
+-- prune() is one PL/pgSQL run (no run of its own in C any more), which
+-- reads its settings with current_setting(); the day partitions are read
+-- by _day_partitions().
+--------------------------------------------------------------------------
+DROP FUNCTION notify_ext._event_partitions();
+DROP FUNCTION notify_ext._expired_event_partitions(timestamptz);
+DROP FUNCTION notify_ext._index_has_key_below(regclass, timestamptz);
+DROP FUNCTION notify_ext._retention_interval(jsonb, text);
+DROP FUNCTION notify_ext._retention_settings();
+
+-- One scope rule, in C, for consumers and webhooks alike.
+DROP FUNCTION notify_ext._in_scope(notify_ext.consumers, notify_ext.event_log);
+DROP FUNCTION notify_ext._webhook_in_scope(notify_ext.webhooks, text, text, text, text[]);

@@ -29,7 +29,7 @@ def old_partitions(db, days):
     """Partitions of the event log whose day ended at least `days` days ago
     (with days = 7: those prune() drops under the default retention)."""
     return [r[0] for r in db.execute(
-        "SELECT name FROM notify_ext._event_partitions() "
+        "SELECT name FROM notify_ext._day_partitions() "
         "WHERE upper_bound <= now() - %s * interval '1 day' ORDER BY 1", (days,)).fetchall()]
 
 

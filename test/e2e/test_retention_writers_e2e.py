@@ -1,7 +1,7 @@
-"""prune()'s usual run (done in C, without the PL/pgSQL version): expired
-days that VACUUM has counted, nothing else to do, no consumers.  It detaches
-them, counts them from VACUUM's figures, defers them when the event log is
-busy, and writers commit while it holds its lock."""
+"""prune()'s usual run: expired days that VACUUM has counted, nothing else
+to do, no consumers.  It detaches them, counts them from VACUUM's figures
+(and with count(*) a day that changed since), defers them when the event log
+is busy, and writers commit while it holds its lock."""
 
 import threading
 import time
@@ -30,33 +30,26 @@ def load_expired_days(db):
     while time.monotonic() < deadline:
         if db.execute(
                 "SELECT COALESCE(sum(pg_stat_get_tuples_inserted(rel)), 0) >= %s "
-                "FROM notify_ext._event_partitions() WHERE upper_bound <= now() - interval '7 days'",
+                "FROM notify_ext._day_partitions() WHERE upper_bound <= now() - interval '7 days'",
                 ((DAYS_BACK - 7) * PER_DAY,)).fetchone()[0]:
             break
         time.sleep(0.1)
     db.execute("VACUUM ANALYZE notify_ext.event_log")
     return [r[0] for r in db.execute(
-        "SELECT name FROM notify_ext._expired_event_partitions(now() - interval '7 days') "
+        "SELECT name FROM notify_ext._day_partitions(now() - interval '7 days') "
         "WHERE vacuum_counted ORDER BY upper_bound").fetchall()]
 
 
 def prune_in(conn):
-    """prune() in conn's open transaction; returns its result and whether
-    it handed over to the PL/pgSQL version."""
-    conn.execute("SET LOCAL track_functions = 'all'")
-    result = conn.execute("SELECT notify_ext.prune()").fetchone()[0]
-    handed_over = conn.execute(
-        "SELECT count(*) > 0 FROM pg_stat_xact_user_functions "
-        "WHERE schemaname = 'notify_ext' AND funcname = '_prune_all'").fetchone()[0]
-    return result, handed_over
+    """prune() in conn's open transaction; returns its result."""
+    return conn.execute("SELECT notify_ext.prune()").fetchone()[0]
 
 
 def test_usual_run_detaches_counted_days(db, connect):
     doomed = load_expired_days(db)
     assert len(doomed) == DAYS_BACK - 7, doomed
     pruner = connect(autocommit=False)
-    result, handed_over = prune_in(pruner)
-    assert not handed_over
+    result = prune_in(pruner)
     assert result["partitions"] == len(doomed), result
     assert result["events"] == len(doomed) * PER_DAY, result
     assert result["events_from_vacuum_stats"] is True, result
@@ -87,9 +80,8 @@ def test_usual_run_detaches_counted_days(db, connect):
 
     # Nothing left to do: the next run does nothing, still without PL/pgSQL.
     again = connect(autocommit=False)
-    result, handed_over = prune_in(again)
+    result = prune_in(again)
     again.commit()
-    assert not handed_over
     assert result["partitions"] == 0 and result["events"] == 0, result
     assert "events_from_vacuum_stats" not in result, result
 
@@ -100,10 +92,9 @@ def test_usual_run_defers_a_busy_event_log(db, connect):
     reader.execute("SELECT count(*) FROM notify_ext.event_log WHERE seq > 0")
     pruner = connect(autocommit=False)
     started = time.monotonic()
-    result, handed_over = prune_in(pruner)
+    result = prune_in(pruner)
     pruner.commit()
     assert time.monotonic() - started < 2.0
-    assert not handed_over
     assert result["partitions"] == 0 and result["events"] == 0, result
     assert result["deferred"] == doomed, result
     reader.rollback()
@@ -112,9 +103,9 @@ def test_usual_run_defers_a_busy_event_log(db, connect):
     assert result["partitions"] == len(doomed) and result["deferred"] == [], result
 
 
-def test_work_for_the_plpgsql_version_is_handed_over(db, connect):
+def test_a_day_changed_since_vacuum_is_counted(db, connect):
     """A day whose statistics say it changed since VACUUM is counted with
-    count(*), by the PL/pgSQL version."""
+    count(*)."""
     load_expired_days(db)
     db.execute("DELETE FROM notify_ext.event_log WHERE stream = 'e2e.fast' AND seq % 100 = 7")
     db.execute("SELECT pg_stat_force_next_flush()")
@@ -122,16 +113,15 @@ def test_work_for_the_plpgsql_version_is_handed_over(db, connect):
     deadline = time.monotonic() + 10
     while not db.execute(
             "SELECT bool_or(NOT vacuum_counted) FROM "
-            "notify_ext._expired_event_partitions(now() - interval '7 days')").fetchone()[0]:
+            "notify_ext._day_partitions(now() - interval '7 days')").fetchone()[0]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     expected = db.execute("SELECT count(*) FROM notify_ext.event_log WHERE stream = 'e2e.fast' "
                           "AND operation = 'old'").fetchone()[0]
     pruner = connect(autocommit=False)
-    result, handed_over = prune_in(pruner)
+    result = prune_in(pruner)
     pruner.commit()
-    assert handed_over
-    # The PL/pgSQL version also has the dropper started at commit.
+    # The dropper is started at commit.
     deadline = time.monotonic() + 10
     while db.execute("SELECT count(*) FROM notify_ext._detached_event_tables()").fetchone()[0]:
         assert time.monotonic() < deadline, "the detached tables were not dropped"
@@ -144,14 +134,14 @@ def test_work_for_the_plpgsql_version_is_handed_over(db, connect):
 def test_a_rolled_back_prune_leaves_everything_in_place(db, connect):
     doomed = load_expired_days(db)
     pruner = connect(autocommit=False)
-    result, handed_over = prune_in(pruner)
+    result = prune_in(pruner)
     assert result["partitions"] == len(doomed), result
     pruner.rollback()
     time.sleep(0.3)
     assert db.execute("SELECT count(*) FROM pg_stat_activity "
                       "WHERE backend_type = 'notify_ext expired partition dropper'").fetchone()[0] == 0
     assert [r[0] for r in db.execute(
-        "SELECT name FROM notify_ext._expired_event_partitions(now() - interval '7 days') "
+        "SELECT name FROM notify_ext._day_partitions(now() - interval '7 days') "
         "ORDER BY upper_bound").fetchall()] == doomed
     assert db.execute("SELECT count(*) FROM notify_ext._detached_event_tables()").fetchone()[0] == 0
     result = db.execute("SELECT notify_ext.prune()").fetchone()[0]
@@ -246,7 +236,7 @@ def test_the_dropper_shortens_a_large_table_before_dropping_it(db, connect):
     load_expired_days(db)
     big = db.execute(
         "SELECT rel::text, pg_relation_filenode(rel)::text, pg_relation_size(rel) / 8192 "
-        "FROM notify_ext._event_partitions() WHERE upper_bound <= now() - interval '7 days' "
+        "FROM notify_ext._day_partitions() WHERE upper_bound <= now() - interval '7 days' "
         "ORDER BY pg_relation_size(rel) DESC LIMIT 1").fetchone()
     assert big[2] > step, big  # more than one step
     start = db.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]

@@ -260,7 +260,8 @@ RESET ROLE;
 
 -- Scope: operations, streams, the resource and (or not) its subtree.
 SELECT u.url, x.stream, x.operation, x.resource_id,
-       notify_ext._webhook_in_scope(w, x.stream, x.operation, x.resource_id, x.path) AS in_scope
+       notify_ext._in_scope(w.resource_id, w.include_subresources, w.streams, w.operations, NULL,
+                            x.resource_id, x.path, x.stream, x.operation, now()) AS in_scope
   FROM notify_ext.webhooks w
   JOIN (VALUES ('jobs', 'JOB_PROCESSED', NULL, NULL::text[]),
                ('jobs', 'JOB_STARTED', NULL, NULL),
