@@ -369,3 +369,32 @@ notify_ext_webhook_new_signing_key(PG_FUNCTION_ARGS)
 	sodium_memzero(key, sizeof(key));
 	PG_RETURN_BYTEA_P(out);
 }
+
+/* ---------------------------------------------------------------------
+ * Webhook signatures (Standard Webhooks): "v1," and the base64
+ * HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>" under the
+ * webhook's signing key.
+ * --------------------------------------------------------------------- */
+
+void
+webhook_signature(const unsigned char key[WEBHOOK_SIGNING_KEY_BYTES], const char *msgid,
+				  const char *timestamp, const char *body, size_t bodylen,
+				  char out[WEBHOOK_SIGNATURE_LEN])
+{
+	unsigned char mac[crypto_auth_hmacsha256_BYTES];
+	crypto_auth_hmacsha256_state st;
+
+	StaticAssertStmt(WEBHOOK_SIGNATURE_LEN >= 3 + sodium_base64_ENCODED_LEN(crypto_auth_hmacsha256_BYTES,
+																		   sodium_base64_VARIANT_ORIGINAL),
+					 "room for the signature");
+	crypto_auth_hmacsha256_init(&st, key, WEBHOOK_SIGNING_KEY_BYTES);
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) msgid, strlen(msgid));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) ".", 1);
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) timestamp, strlen(timestamp));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) ".", 1);
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) body, bodylen);
+	crypto_auth_hmacsha256_final(&st, mac);
+	memcpy(out, "v1,", 3);
+	sodium_bin2base64(out + 3, WEBHOOK_SIGNATURE_LEN - 3, mac, sizeof(mac), sodium_base64_VARIANT_ORIGINAL);
+	sodium_memzero(&st, sizeof(st));
+}

@@ -53,4 +53,14 @@ extern ReplyCheck reply_verify(const ReplyKey *k, const char *reply, const char 
 extern bytea *seal_secret(const unsigned char *plain, Size len);
 extern bytea *unseal_secret(const char *sealed, Size len);
 
+/*
+ * The Standard Webhooks signature of a delivery: "v1,<base64 HMAC-SHA256
+ * of msgid.timestamp.body>" under the webhook's signing key.
+ */
+#define WEBHOOK_SIGNING_KEY_BYTES 32
+#define WEBHOOK_SIGNATURE_LEN 64
+extern void webhook_signature(const unsigned char key[WEBHOOK_SIGNING_KEY_BYTES], const char *msgid,
+							  const char *timestamp, const char *body, size_t bodylen,
+							  char out[WEBHOOK_SIGNATURE_LEN]);
+
 #endif							/* NOTIFY_EXT_KEYS_H */

@@ -69,6 +69,7 @@
 #include "utils/uuid.h"
 
 #include "extension.h"
+#include "keys.h"
 #include "ordering.h"
 #include "principal.h"
 #include "settings.h"
@@ -742,28 +743,19 @@ launch_delivery(Transfer *t, Webhook *w, const char *bearer)
 {
 	char		ts[32];
 	char		hdr[512];
-	unsigned char mac[crypto_auth_hmacsha256_BYTES];
-	char		sig[sodium_base64_ENCODED_LEN(crypto_auth_hmacsha256_BYTES, sodium_base64_VARIANT_ORIGINAL)];
-	crypto_auth_hmacsha256_state st;
+	char		sig[WEBHOOK_SIGNATURE_LEN];
 	size_t		bodylen = strlen(t->body);
 	struct curl_slist *h = NULL;
 
 	snprintf(ts, sizeof(ts), "%lld", (long long) time(NULL));
-	crypto_auth_hmacsha256_init(&st, w->signing_key, sizeof(w->signing_key));
-	crypto_auth_hmacsha256_update(&st, (unsigned char *) t->msgid, strlen(t->msgid));
-	crypto_auth_hmacsha256_update(&st, (unsigned char *) ".", 1);
-	crypto_auth_hmacsha256_update(&st, (unsigned char *) ts, strlen(ts));
-	crypto_auth_hmacsha256_update(&st, (unsigned char *) ".", 1);
-	crypto_auth_hmacsha256_update(&st, (unsigned char *) t->body, bodylen);
-	crypto_auth_hmacsha256_final(&st, mac);
-	sodium_bin2base64(sig, sizeof(sig), mac, sizeof(mac), sodium_base64_VARIANT_ORIGINAL);
+	webhook_signature(w->signing_key, t->msgid, ts, t->body, bodylen, sig);
 
 	h = curl_slist_append(h, "Content-Type: application/json");
 	snprintf(hdr, sizeof(hdr), "webhook-id: %s", t->msgid);
 	h = curl_slist_append(h, hdr);
 	snprintf(hdr, sizeof(hdr), "webhook-timestamp: %s", ts);
 	h = curl_slist_append(h, hdr);
-	snprintf(hdr, sizeof(hdr), "webhook-signature: v1,%s", sig);
+	snprintf(hdr, sizeof(hdr), "webhook-signature: %s", sig);
 	h = curl_slist_append(h, hdr);
 	h = curl_slist_append(h, "Expect:");
 	if (bearer)

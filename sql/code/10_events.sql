@@ -161,11 +161,11 @@ CREATE OR REPLACE FUNCTION notify_ext.event_message(seq bigint, stream text, ope
 -- For service callers: everyone else sees no rows.
 CREATE OR REPLACE VIEW notify_ext.events WITH (security_barrier) AS
 SELECT e.seq, e.stream, e.operation, e.resource_id, e.resource_variant, e.resource_path,
-       e.occurred_at, e.actor, e.payload::jsonb AS payload, e.changed,
+       e.occurred_at, e.actor, e.payload::pg_catalog.jsonb AS payload, e.changed,
        notify_ext.event_message(e.seq, e.stream, e.operation, e.resource_id,
                                 e.resource_variant, e.resource_path, e.occurred_at,
                                 e.actor, e.payload, e.changed) AS message
   FROM notify_ext.event_log e
- WHERE e.seq > 0 AND notify_ext._is_service_caller();
+ WHERE e.seq OPERATOR(pg_catalog.>) 0 AND notify_ext._is_service_caller();
 REVOKE ALL ON notify_ext.events FROM PUBLIC;
 GRANT SELECT ON notify_ext.events TO PUBLIC;

@@ -4,7 +4,7 @@
 
 DROP POLICY IF EXISTS permissions_own ON notify_ext.permissions;
 CREATE POLICY permissions_own ON notify_ext.permissions
-    FOR SELECT USING (principal = notify_ext.current_principal());
+    FOR SELECT USING (principal OPERATOR(pg_catalog.=) notify_ext.current_principal());
 
 -- Internal: a level name as its number; 22023 when unknown.
 CREATE OR REPLACE FUNCTION notify_ext._permission_level(level text) RETURNS smallint

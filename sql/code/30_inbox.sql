@@ -4,11 +4,11 @@
 
 DROP POLICY IF EXISTS notifications_own ON notify_ext.notifications;
 CREATE POLICY notifications_own ON notify_ext.notifications
-    USING (recipient = notify_ext.current_principal())
-    WITH CHECK (recipient = notify_ext.current_principal());
+    USING (recipient OPERATOR(pg_catalog.=) notify_ext.current_principal())
+    WITH CHECK (recipient OPERATOR(pg_catalog.=) notify_ext.current_principal());
 DROP POLICY IF EXISTS notification_preferences_own ON notify_ext.notification_preferences;
 CREATE POLICY notification_preferences_own ON notify_ext.notification_preferences
-    FOR SELECT USING (principal = notify_ext.current_principal());
+    FOR SELECT USING (principal OPERATOR(pg_catalog.=) notify_ext.current_principal());
 
 -- The JSON of one notification, as list_notifications() shows it.
 CREATE OR REPLACE FUNCTION notify_ext._inbox_item(id bigint, type text, message text, meta jsonb,

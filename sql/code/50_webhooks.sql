@@ -40,7 +40,8 @@ REVOKE ALL ON FUNCTION notify_ext._webhook_check_url(text, text) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION notify_ext._webhook_message_id(webhook uuid, seq bigint) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT 'msg_' || pg_catalog.replace(webhook::text, '-', '') || '_' || seq::text
+    SELECT 'msg_' OPERATOR(pg_catalog.||) pg_catalog.replace(webhook::pg_catalog.text, '-', '')
+           OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) seq::pg_catalog.text
 $$;
 
 --------------------------------------------------------------------------
