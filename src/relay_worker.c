@@ -53,6 +53,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/atomics.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
@@ -79,6 +80,11 @@
 #include "spi_plan.h"
 #include "webhook_policy.h"
 
+/*
+ * A relay reads again once its window is at most half full (or empty), so
+ * that each read fills a good part of it.
+ */
+#define HAS_ROOM(r) ((r)->fl_n == 0 || (r)->fl_n <= (r)->fl_cap / 2)
 /* Reads of one relay per transaction, at most. */
 #define READS_PER_XACT 8
 /* Progress is recorded at most this often while a relay publishes. */
@@ -192,6 +198,7 @@ static HTAB *relays;
 static int	nrelays;
 static uint64 loaded_generation;
 static int	wake_pipe[2] = {-1, -1};
+static pg_atomic_uint32 wake_pending;
 static char msgid_prefix[64];
 static jsPubOptions pub_opts;
 
@@ -199,13 +206,17 @@ static jsPubOptions pub_opts;
  * Callbacks (libnats threads: no palloc, no elog)
  * --------------------------------------------------------------------- */
 
+/* Writes to the pipe only when the main thread has not been told yet. */
 static void
 wake_main(void)
 {
-	char		c = 1;
-	ssize_t		r = write(wake_pipe[1], &c, 1);
+	if (pg_atomic_exchange_u32(&wake_pending, 1) == 0)
+	{
+		char		c = 1;
+		ssize_t		r = write(wake_pipe[1], &c, 1);
 
-	(void) r;
+		(void) r;
+	}
 }
 
 static void
@@ -1145,8 +1156,14 @@ drain_pipe(void)
 {
 	char		buf[256];
 
+	/*
+	 * Empty the pipe first: a callback that finds the flag still set has
+	 * its acks taken by the take_acks() that follows this.
+	 */
 	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
 		;
+	pg_atomic_write_u32(&wake_pending, 0);
+	pg_memory_barrier();
 }
 
 void
@@ -1186,6 +1203,7 @@ notify_ext_relay_worker_main(Datum main_arg)
 
 	if (sodium_init() < 0)
 		elog(ERROR, "notify_ext relay worker: could not initialize libsodium");
+	pg_atomic_init_u32(&wake_pending, 0);
 	if (pipe(wake_pipe) != 0 ||
 		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 || fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0)
 		elog(ERROR, "notify_ext relay worker: could not create a pipe: %m");
@@ -1257,7 +1275,7 @@ notify_ext_relay_worker_main(Datum main_arg)
 		hash_seq_init(&hs, relays);
 		while ((r = hash_seq_search(&hs)) != NULL)
 		{
-			if (r->js != NULL && r->fl_n < r->fl_cap && (scan_pending || !r->caught_up))
+			if (r->js != NULL && HAS_ROOM(r) && (scan_pending || !r->caught_up))
 				read = true;
 			if (needs_record(r, now))
 				rec = true;
@@ -1283,7 +1301,7 @@ notify_ext_relay_worker_main(Datum main_arg)
 			hash_seq_init(&hs, relays);
 			while ((r = hash_seq_search(&hs)) != NULL)
 			{
-				if (read && r->js != NULL && (scan_pending || !r->caught_up))
+				if (read && r->js != NULL && HAS_ROOM(r) && (scan_pending || !r->caught_up))
 					read_and_publish(r, horizon);
 				record(r, false);
 			}
@@ -1317,7 +1335,7 @@ notify_ext_relay_worker_main(Datum main_arg)
 		{
 			if (r->js == NULL)
 				timeout = Min(timeout, r->retry_at > now ? (r->retry_at - now) / 1000 + 1 : 0);
-			else if (!r->caught_up && r->fl_n < r->fl_cap)
+			else if (!r->caught_up && HAS_ROOM(r))
 				timeout = 0;
 			if (r->state_dirty)
 				timeout = 0;
