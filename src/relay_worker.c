@@ -657,6 +657,10 @@ nats_error(const char *what, natsStatus s, jsErrCode jerr)
 {
 	const char *last = nats_GetLastError(NULL);
 
+	/* libnats starts its texts with "(file.c:line): " */
+	if (last != NULL && last[0] == '(' && strstr(last, "): ") != NULL)
+		last = strstr(last, "): ") + 3;
+
 	if (jerr != 0)
 		return psprintf("%s: %s (JetStream error %d)", what, last && *last ? last : natsStatus_GetText(s),
 						(int) jerr);
@@ -997,7 +1001,10 @@ publish(Relay *r, EventFields *e, StringInfo subject, StringInfo body, StringInf
 	{
 		if (msg)
 			natsMsg_Destroy(msg);
-		fail(r, nats_error("publishing failed", s, 0));
+		if (s == NATS_CONNECTION_CLOSED || s == NATS_CONNECTION_DISCONNECTED)
+			fail(r, "the connection to the NATS server was lost");
+		else
+			fail(r, nats_error("publishing failed", s, 0));
 		return false;
 	}
 	return true;

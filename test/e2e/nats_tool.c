@@ -14,6 +14,8 @@
  *       {"recv_us": <CLOCK_REALTIME in microseconds>, "data": "<base64>"}
  *   nats_tool [options] info STREAM
  *       {"messages": n, "last_seq": n}
+ *   nats_tool [options] addstream STREAM SUBJECT
+ *       creates the stream (file storage, duplicate window 2 minutes)
  *
  * Options: -s URL, -u USER -p PASSWORD, -t TOKEN, -c CA_FILE.
  */
@@ -253,6 +255,23 @@ main(int argc, char **argv)
 			natsMsg_Destroy(m);
 		}
 		natsSubscription_Destroy(sub);
+	}
+	else if (strcmp(argv[i], "addstream") == 0 && i + 2 < argc)
+	{
+		jsStreamConfig cfg;
+		jsStreamInfo *si = NULL;
+		jsErrCode	jerr = 0;
+		const char *subjects[1] = {argv[i + 2]};
+
+		jsStreamConfig_Init(&cfg);
+		cfg.Name = argv[i + 1];
+		cfg.Subjects = subjects;
+		cfg.SubjectsLen = 1;
+		cfg.Storage = js_FileStorage;
+		cfg.Duplicates = (int64_t) 120 * 1000000000;
+		if ((s = js_AddStream(&si, js, &cfg, NULL, &jerr)) != NATS_OK)
+			die("adding the stream", s);
+		jsStreamInfo_Destroy(si);
 	}
 	else
 	{
