@@ -352,29 +352,31 @@ $$;
 
 -- Internal: the events in the relay's scope that it has not published yet
 -- (up to the committed horizon), and how long the oldest of them has
--- waited.
+-- waited.  It reads the event log, so it runs as the owner; for anyone but
+-- a service caller it counts nothing (relay_stats calls it for every row
+-- before its WHERE clause hides them).
 CREATE OR REPLACE FUNCTION notify_ext._relay_lag(r notify_ext.relays,
         OUT lag_events bigint, OUT lag_seconds double precision)
     LANGUAGE sql STABLE
+    SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT count(*), COALESCE(extract(epoch FROM now() - min(e.occurred_at))::double precision, 0)
       FROM notify_ext.event_log e
-     WHERE e.seq > r.position AND e.seq <= notify_ext.committed_seq()
+     WHERE notify_ext._is_service_caller()
+       AND e.seq > r.position AND e.seq <= notify_ext.committed_seq()
        AND notify_ext._in_scope(r.resource_id, r.include_subresources, r.streams, r.operations,
                                 NULL, e.resource_id, e.resource_path, e.stream, e.operation,
                                 e.occurred_at)
 $$;
-REVOKE ALL ON FUNCTION notify_ext._relay_lag(notify_ext.relays) FROM PUBLIC;
 
--- Internal: what list_relays() and relay_stats show of a relay.
+-- Internal: what list_relays() and relay_stats show as a relay's state.
 CREATE OR REPLACE FUNCTION notify_ext._relay_state(r notify_ext.relays) RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE sql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN r.paused THEN 'paused' ELSE r.state END
 $$;
-REVOKE ALL ON FUNCTION notify_ext._relay_state(notify_ext.relays) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION notify_ext.list_relays()
     RETURNS TABLE (id uuid, name text, servers text[], stream text, subject_prefix text,
