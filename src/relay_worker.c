@@ -557,6 +557,13 @@ load_config(void)
 			r->tls_hostname = json_field(j, "hostname", NULL);
 			r->tls_cert = json_field(j, "cert", NULL);
 		}
+		/* A tls:// server without TLS settings: the system's CAs, verified. */
+		for (int k = 0; k < r->nservers && !r->tls; k++)
+			if (strncmp(r->servers[k], "tls://", 6) == 0)
+			{
+				r->tls = true;
+				r->tls_verify = true;
+			}
 		r->tls_key = spi_text(tup, desc, 14);
 		r->ensure_stream = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
 		r->position = DatumGetInt64(SPI_getbinval(tup, desc, 16, &isnull));
