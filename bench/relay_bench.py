@@ -32,6 +32,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -112,6 +113,8 @@ def pct(values, p):
 
 
 def main():
+    # An interrupted run still stops its nats-server and drops its database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with psycopg.connect(dsn(MAINT_DB), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{BENCH_DB}"')

@@ -437,6 +437,9 @@ free_relay(Relay *r)
 	hash_search(relays, &r->id, HASH_REMOVE, NULL);
 }
 
+static void take_acks(Relay *r);
+static void record(Relay *r, bool force);
+
 static char *
 spi_text(HeapTuple tup, TupleDesc desc, int col)
 {
@@ -581,11 +584,28 @@ load_config(void)
 		MemoryContextSwitchTo(old);
 	}
 
-	/* Relays deleted or paused: stop publishing them. */
+	/*
+	 * Relays deleted or paused: stop publishing them.  A paused one first
+	 * gets the PubAcks of what it has in flight and records them, so that
+	 * when it is resumed, perhaps long after the stream's duplicate window,
+	 * it publishes nothing again.
+	 */
 	hash_seq_init(&hs, relays);
 	while ((r = hash_seq_search(&hs)) != NULL)
 		if (!r->present)
+		{
+			if (r->js != NULL && r->fl_n > 0)
+			{
+				jsPubOptions o;
+
+				jsPubOptions_Init(&o);
+				o.MaxWait = relay_ack_timeout_ms;
+				(void) js_PublishAsyncComplete(r->js, &o);
+				take_acks(r);
+			}
+			record(r, true);
 			free_relay(r);
+		}
 }
 
 /* ---------------------------------------------------------------------
@@ -1200,6 +1220,12 @@ notify_ext_relay_worker_main(Datum main_arg)
 	pin_worker_search_path();
 	/* Losing a commit of this worker only means publishing again. */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * Events are read by seq ranges through the BRIN index.  The plan is
+	 * kept for the session, and may first be made while the log is empty:
+	 * a sequential scan must not be chosen then and kept.
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "notify_ext relays", ALLOCSET_DEFAULT_SIZES);
 	{

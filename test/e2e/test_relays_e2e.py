@@ -291,17 +291,36 @@ def test_secrets_are_sealed_not_listed_and_not_in_pg_dump(db, db_dsn, nats):
     assert "SECRET" in dump and "tok-very-secret-123" not in dump
 
 
+# The user NKey of the NATS documentation: its seed and public key.
+NKEY_SEED = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"
+NKEY_PUBLIC = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"
+
+
 @pytest.fixture(scope="module")
 def auth_nats():
     user = NatsServer("user", 'authorization { user: "relay", password: "s3cret pass" }\n').start()
     token = NatsServer("token", 'authorization { token: "t0ken-abc" }\n').start()
-    yield user, token
+    nkey = NatsServer("nkey", f'authorization {{ users: [ {{ nkey: "{NKEY_PUBLIC}" }} ] }}\n').start()
+    yield user, token, nkey
     user.stop()
     token.stop()
+    nkey.stop()
+
+
+def test_nkey_seed(db, auth_nats):
+    """The worker signs the server's nonce with the seed; the server knows
+    only the public key."""
+    nkey = auth_nats[2]
+    relay = create_relay(db, nkey, "AUTHN", auth={"nkey_seed": NKEY_SEED})
+    db.execute("INSERT INTO items VALUES ('nk1', 'p1', 'a')")
+    wait_relayed(db, relay)
+    assert db.execute("SELECT auth FROM notify_ext.list_relays() WHERE id = %s", (relay,)).fetchone()[0] == \
+        {"type": "nkey", "public_key": NKEY_PUBLIC}
+    assert relay_row(db, relay)[3] == 1
 
 
 def test_user_password_and_token(db, auth_nats):
-    user, token = auth_nats
+    user, token, _ = auth_nats
     user.tool_args = ["-u", "relay", "-p", "s3cret pass"]
     token.tool_args = ["-t", "t0ken-abc"]
     start = db.execute("SELECT notify_ext.committed_seq()").fetchone()[0]
