@@ -160,7 +160,7 @@ def main():
             failed = True
 
         # 2. Latency at a steady rate
-        lat = subprocess.Popen([str(nats.tool_bin), "-s", nats.url, "latency", "BENCH", SECONDS + 3],
+        lat = subprocess.Popen([str(nats.tool_bin), "-s", nats.url, "latency", "BENCH", str(SECONDS + 3)],
                                stdout=subprocess.PIPE, text=True)
         assert json.loads(lat.stdout.readline()).get("ready")
         writer = psycopg.connect(dsn(BENCH_DB), autocommit=True)

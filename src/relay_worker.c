@@ -236,7 +236,13 @@ ack_cb(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 	const char *v = NULL;
 	int64		seq = 0;
 
-	if (natsMsgHeader_Get(msg, "Notify-Seq", &v) == NATS_OK && v != NULL)
+	/*
+	 * The body is the event's jsonb text, whose keys come shortest first:
+	 * it starts with {"seq": N.  Reading it there spares parsing headers.
+	 */
+	if (natsMsg_GetDataLength(msg) > 8 && strncmp(natsMsg_GetData(msg), "{\"seq\": ", 8) == 0)
+		seq = strtoll(natsMsg_GetData(msg) + 8, NULL, 10);
+	else if (natsMsgHeader_Get(msg, "Notify-Seq", &v) == NATS_OK && v != NULL)
 		seq = strtoll(v, NULL, 10);
 	pthread_mutex_lock(&s->mu);
 	if (s->js == js)
@@ -1046,7 +1052,15 @@ publish(Relay *r, EventFields *e, StringInfo subject, StringInfo body, StringInf
 	"                            e.operation, e.occurred_at) " \
 	" ORDER BY e.seq"
 
-/* Reads what the relay's window has room for, up to horizon, and publishes it. */
+/* Rows fetched from the read's cursor at a time. */
+#define FETCH_ROWS 256
+
+/*
+ * Reads what the relay's window has room for, up to horizon, and publishes
+ * it.  Rows come through a cursor, a few hundred at a time, and each
+ * message is made in a context reset after it: the memory stays small and
+ * warm however large the window.
+ */
 static void
 read_and_publish(Relay *r, int64 horizon)
 {
@@ -1058,7 +1072,10 @@ read_and_publish(Relay *r, int64 horizon)
 	StringInfoData hdr;
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "notify_ext relay read",
 											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext msg_cxt = AllocSetContextCreate(cxt, "notify_ext relay message",
+												  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
+	SPIPlanPtr	plan = spi_plan(READ_SQL, 6, argtypes);
 
 	initStringInfo(&subject);
 	initStringInfo(&body);
@@ -1072,32 +1089,40 @@ read_and_publish(Relay *r, int64 horizon)
 	{
 		int			room = r->fl_cap - r->fl_n;
 		int64		upto;
-		int			ret;
+		Portal		portal;
 
 		if (room <= 0)
 			break;
 		upto = Min(horizon, r->read_upto + room);
 		args[0] = Int64GetDatum(r->read_upto);
 		args[1] = Int64GetDatum(upto);
-		ret = spi_run(READ_SQL, 6, argtypes, args, nulls, true, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "notify_ext relay worker: reading events failed: %s", SPI_result_code_string(ret));
-		for (uint64 i = 0; i < SPI_processed && r->js != NULL; i++)
+		portal = SPI_cursor_open(NULL, plan, args, nulls, true);
+		for (;;)
 		{
-			EventFields e;
+			SPI_cursor_fetch(portal, true, FETCH_ROWS);
+			if (SPI_processed == 0)
+				break;
+			for (uint64 i = 0; i < SPI_processed && r->js != NULL; i++)
+			{
+				EventFields e;
+				bool		ok;
 
-			event_fields_from_row(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &e);
-			if (!publish(r, &e, &subject, &body, &hdr))
+				MemoryContextSwitchTo(msg_cxt);
+				event_fields_from_row(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &e);
+				ok = publish(r, &e, &subject, &body, &hdr);
+				MemoryContextSwitchTo(cxt);
+				MemoryContextReset(msg_cxt);
+				if (!ok)
+					break;
+			}
+			SPI_freetuptable(SPI_tuptable);
+			if (r->js == NULL)
 				break;
 		}
-		SPI_freetuptable(SPI_tuptable);
+		SPI_cursor_close(portal);
 		if (r->js == NULL)
 			break;
 		r->read_upto = upto;
-		MemoryContextReset(cxt);
-		initStringInfo(&subject);
-		initStringInfo(&body);
-		initStringInfo(&hdr);
 	}
 	if (r->js != NULL)
 	{
