@@ -291,6 +291,7 @@ main(int argc, char **argv)
 
 		jsOptions_Init(&jo);
 		jo.PublishAsync.MaxPending = 4096;
+		jo.PublishAsync.StallWait = 60000;
 		if ((s = natsConnection_JetStream(&js2, nc, &jo)) != NATS_OK)
 			die("JetStream", s);
 		jsPubOptions_Init(&po);
