@@ -168,9 +168,14 @@ def main():
             failed = True
 
         # 2. Latency at a steady rate
-        lat = subprocess.Popen([str(nats.tool_bin), "-s", nats.url, "latency", "BENCH", str(SECONDS + 3)],
-                               stdout=subprocess.PIPE, text=True)
-        assert json.loads(lat.stdout.readline()).get("ready")
+        # The consumer writes to a file: a pipe left unread would fill up and
+        # hold it back.
+        lat_out = work / "latency.out"
+        with open(lat_out, "w") as f:
+            lat = subprocess.Popen([str(nats.tool_bin), "-s", nats.url, "latency", "BENCH", str(SECONDS + 3)],
+                                   stdout=f, text=True)
+        while not lat_out.read_text().startswith('{"ready": true}'):
+            time.sleep(0.05)
         committed = {}
         counts = []
 
@@ -201,10 +206,10 @@ def main():
             t.join()
         n = sum(counts)
         achieved = n / (time.monotonic() - start)
-        out, _ = lat.communicate()
+        lat.wait()
         latencies = []
         from_start = []
-        for line in out.splitlines():
+        for line in lat_out.read_text().splitlines()[1:]:
             m = json.loads(line)
             body = json.loads(base64.b64decode(m["data"]))
             latencies.append((m["recv_us"] - committed[body["payload"]["id"]]) / 1000.0)

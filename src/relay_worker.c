@@ -6,7 +6,7 @@
  *   1. Take the PubAcks that arrived (below), end the sessions that broke,
  *      and connect the relays that are due to (again).
  *   2. In one short transaction: record the progress of each relay
- *      (position, at most every RECORD_INTERVAL_MS while it publishes),
+ *      (position, at most every RECORD_INTERVAL_MS),
  *      reload the relays when they changed, and read the events committed
  *      since the last look, up to the committed horizon of ordering.c (read
  *      before the snapshot), each relay as far as its window of
@@ -1147,7 +1147,7 @@ record(Relay *r, bool force)
 	TimestampTz now = GetCurrentTimestamp();
 
 	if ((r->acked_upto > r->position || r->unrecorded > 0) &&
-		(force || r->fl_n == 0 || now - r->recorded_at >= RECORD_INTERVAL_MS * 1000))
+		(force || now - r->recorded_at >= RECORD_INTERVAL_MS * 1000))
 	{
 		Oid			argtypes[4] = {UUIDOID, INT8OID, INT8OID, TIMESTAMPTZOID};
 		Datum		args[4] = {UUIDPGetDatum(&r->id), Int64GetDatum(r->acked_upto),
@@ -1180,7 +1180,7 @@ needs_record(Relay *r, TimestampTz now)
 {
 	return r->state_dirty ||
 		((r->acked_upto > r->position || r->unrecorded > 0) &&
-		 (r->fl_n == 0 || now - r->recorded_at >= RECORD_INTERVAL_MS * 1000));
+		 now - r->recorded_at >= RECORD_INTERVAL_MS * 1000);
 }
 
 /* ---------------------------------------------------------------------
@@ -1405,7 +1405,7 @@ notify_ext_relay_worker_main(Datum main_arg)
 			if (r->state_dirty)
 				timeout = 0;
 			else if (r->acked_upto > r->position || r->unrecorded > 0)
-				timeout = Min(timeout, RECORD_INTERVAL_MS);
+				timeout = Min(timeout, Max(0, RECORD_INTERVAL_MS - (now - r->recorded_at) / 1000) + 1);
 		}
 		if (scan_pending)
 			timeout = 0;

@@ -139,3 +139,61 @@ class NatsServer:
 
     def add_stream(self, stream, subject):
         self.tool("addstream", stream, subject)
+
+
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 in front of a NATS server that holds back
+    what the server sends (PubAcks among it) for `delay` seconds per chunk,
+    in order; what the client sends passes at once."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.delay = 0.0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.closed = False
+
+    @property
+    def url(self):
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self):
+        import threading
+
+        self.sock.listen(16)
+
+        def pump(src, dst, delayed):
+            try:
+                while True:
+                    data = src.recv(65536)
+                    if not data:
+                        break
+                    if delayed and self.delay > 0:
+                        time.sleep(self.delay)
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        def accept():
+            while not self.closed:
+                try:
+                    client, _ = self.sock.accept()
+                except OSError:
+                    return
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+                threading.Thread(target=pump, args=(client, server, False), daemon=True).start()
+                threading.Thread(target=pump, args=(server, client, True), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.closed = True
+        self.sock.close()

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from conftest import PGBIN, dsn_for
-from nats_servers import NatsServer
+from nats_servers import DelayProxy, NatsServer
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +214,36 @@ def test_postgres_stopped_immediately_mid_backlog(db, db_dsn, nats, restart_serv
         expected = [e[0] for e in events(db2, "seq > %s", (start,))]
         msgs = nats.sub("CRASH", ">", len(expected) + 10)
         assert_exactly_once_in_order(msgs, expected)
+
+
+def test_slow_pubacks(db, nats, admin_dsn):
+    """PubAcks later than notify_ext.relay_ack_timeout end the session; the
+    relay publishes again, JetStream drops the repeats."""
+    proxy = DelayProxy(nats.port).start()
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET notify_ext.relay_ack_timeout = '500ms'")
+        admin.execute("SELECT pg_reload_conf()")
+    try:
+        nats.add_stream("SLOW", "slow.>")
+        start = db.execute("SELECT notify_ext.committed_seq()").fetchone()[0]
+        relay = db.execute("SELECT notify_ext.create_relay('slow', ARRAY[%s], 'SLOW', subject_prefix => 'slow')",
+                           (proxy.url,)).fetchone()[0]
+        db.execute("INSERT INTO items VALUES ('slow-0', 'p1', 'n')")
+        wait_relayed(db, relay)
+        proxy.delay = 1.5
+        backlog(db, 300, "slow")
+        wait_for(lambda: relay_row(db, relay)[0] == "failing", what="the PubAcks to time out")
+        assert "PubAck" in relay_row(db, relay)[5] or "connect" in relay_row(db, relay)[5]
+        time.sleep(2)
+        proxy.delay = 0
+        wait_relayed(db, relay, timeout=90)
+        expected = [e[0] for e in events(db, "seq > %s", (start,))]
+        assert_exactly_once_in_order(nats.dump("SLOW"), expected)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute("ALTER SYSTEM RESET notify_ext.relay_ack_timeout")
+            admin.execute("SELECT pg_reload_conf()")
+        proxy.stop()
 
 
 def test_relay_deleted_while_publishing(db, nats):
