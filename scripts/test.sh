@@ -3,7 +3,9 @@
 # runs every test suite against it:
 #   regress    pg_regress, test/sql/*.sql against test/expected/*.out
 #   isolation  pg_isolation_regress, test/specs/*.spec against test/expected/*.out
-#   e2e        pytest, test/e2e/test_*.py
+#   e2e        pytest, test/e2e/test_*.py (the relay tests start their own
+#              nats-server with JetStream per module, on 127.0.0.1 and a free
+#              port, its store in the run directory, and stop it after)
 # Both pg_regress suites run through the Makefile's `make installcheck`, in a
 # copy of test/ under the run directory, so that concurrent runs never write
 # into the source tree (results: <run dir>/check/test/results and
