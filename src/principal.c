@@ -41,6 +41,9 @@
 #include "settings.h"
 #include "principal.h"
 
+/* Principals are indexed (grants, notifications): at most this long. */
+#define PRINCIPAL_MAX_BYTES 1024
+
 
 /* The cached answer for one outer role. */
 static bool cache_valid = false;
@@ -193,6 +196,13 @@ principal_check_hook(char **newval, void **extra, GucSource source)
 
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
+	if (strlen(*newval) > PRINCIPAL_MAX_BYTES)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("principal \"%.40s...\" is too long (%zu bytes)", *newval, strlen(*newval));
+		GUC_check_errhint("A principal has at most %d bytes.", PRINCIPAL_MAX_BYTES);
+		return false;
+	}
 	if (source != PGC_S_SESSION || !IsTransactionState() ||
 		IsParallelWorker() || InitializingParallelWorker ||
 		!OidIsValid(GetOuterUserId()))

@@ -181,3 +181,6 @@ DROP FUNCTION notify_ext._retention_settings();
 -- One scope rule, in C, for consumers and webhooks alike.
 DROP FUNCTION notify_ext._in_scope(notify_ext.consumers, notify_ext.event_log);
 DROP FUNCTION notify_ext._webhook_in_scope(notify_ext.webhooks, text, text, text, text[]);
+
+-- The lists of a scope are checked by one function for consumers and webhooks.
+DROP FUNCTION notify_ext._webhook_check_list(text[], text);
