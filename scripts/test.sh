@@ -37,6 +37,9 @@ TEST_CONF="
 synchronous_standby_names = 'notify_ext_absent_standby'
 synchronous_commit = local
 fsync = on
+# Room for notify_ext's workers (webhooks, summaries, drops, pg_cron calls)
+# of many test databases next to parallel queries.
+max_worker_processes = 32
 "
 
 TOTAL_PASSED=0
