@@ -270,7 +270,7 @@ class Inboxes {
   _scheduleReconnect() {
     if (this.retryTimer || this.closed) return;
     const ceiling = this.retryDelay;
-    this.retryDelay = Math.min(this.retryDelay * 2, 10000);
+    this.retryDelay = Math.min(this.retryDelay * 2, 5000);
     const delay = ceiling / 2 + Math.random() * (ceiling / 2);
     this.retryTimer = setTimeout(async () => {
       this.retryTimer = null;
