@@ -1,4 +1,5 @@
-# Shared shell code for scripts/demo.sh, scripts/test.sh and scripts/bench.sh.
+# Shared shell code for scripts/demo.sh, scripts/test.sh, scripts/bench.sh and
+# scripts/inbox-web.sh.
 # Source it; it does not run anything by itself.
 #
 # Environment:
@@ -23,12 +24,17 @@ PG_OS_USER=postgres
 # (another python3 may come first on PATH).
 PYTHON=/usr/bin/python3
 
+# nodejs and chromium are for the client libraries and the inbox page
+# (clients/node, examples/inbox-web) and their browser test.  npm comes with
+# some builds of nodejs and is a package of its own in Debian's: it is
+# installed only when there is no npm command (see ensure_packages).
 REQUIRED_PACKAGES=(
 	postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
 	libsodium-dev libcurl4-openssl-dev
 	nats-server libnats-dev openssl
 	postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-pgq3
 	python3-psycopg python3-pytest
+	nodejs chromium
 	make gcc
 )
 
@@ -56,6 +62,9 @@ ensure_packages() {
 		status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 		[ "$status" = "install ok installed" ] || missing+=("$p")
 	done
+	# Debian's nodejs comes without npm, other builds (e.g. NodeSource's)
+	# with it, and conflict with Debian's npm package.
+	command -v npm >/dev/null 2>&1 || missing+=(npm)
 	if [ ${#missing[@]} -eq 0 ]; then
 		return 0
 	fi
@@ -70,6 +79,25 @@ ensure_packages() {
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 		--no-install-recommends "${missing[@]}" </dev/null \
 		|| die "apt-get install failed"
+}
+
+# npm_ci DIR: installs DIR's node packages exactly as its package-lock.json
+# says (npm ci), from npm's cache when it can.  Skipped when node_modules was
+# installed from the same package.json and package-lock.json already.
+npm_ci() {
+	local dir=$1 sum stamp lock
+	stamp=$dir/node_modules/.notify_ext_installed
+	sum=$(cat "$dir/package.json" "$dir/package-lock.json" | cksum | cut -d' ' -f1)
+	if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
+		return 0
+	fi
+	log "installing node packages in ${dir#"$REPO_DIR"/} (npm ci)"
+	lock=/tmp/notify_ext_npm$(printf '%s' "$dir" | cksum | cut -d' ' -f1).lock
+	# puppeteer-core never downloads a browser; PUPPETEER_SKIP_DOWNLOAD
+	# keeps it that way should a dependency ever try.
+	(cd "$dir" && flock "$lock" env PUPPETEER_SKIP_DOWNLOAD=1 \
+		npm ci --prefer-offline --no-audit --no-fund --loglevel=error </dev/null) || return 1
+	echo "$sum" >"$stamp"
 }
 
 # ---------------------------------------------------------------- build

@@ -6,6 +6,10 @@
 #   e2e        pytest, test/e2e/test_*.py (the relay tests start their own
 #              nats-server with JetStream per module, on 127.0.0.1 and a free
 #              port, its store in the run directory, and stop it after)
+#   python     pytest, clients/python/tests/test_*.py (the Python client)
+#   node       node --test, clients/node/test/*.test.js (the Node.js client)
+#   browser    node --test, examples/inbox-web/test/*.test.js (the inbox page
+#              in headless Chromium; screenshot in <run dir>/inbox-web.png)
 # Both pg_regress suites run through the Makefile's `make installcheck`, in a
 # copy of test/ under the run directory, so that concurrent runs never write
 # into the source tree (results: <run dir>/check/test/results and
@@ -16,7 +20,8 @@
 #
 # Environment: NOTIFY_EXT_RUN_DIR, NOTIFY_EXT_PORT (see scripts/lib.sh),
 # NOTIFY_EXT_SUITE_TIMEOUT (seconds per suite, default 900),
-# NOTIFY_EXT_PYTEST_ARGS (extra pytest arguments, e.g. "-k crash").
+# NOTIFY_EXT_PYTEST_ARGS (extra pytest arguments, e.g. "-k crash"; for the
+# e2e and python suites).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -39,6 +44,9 @@ TEST_CONF="
 synchronous_standby_names = 'notify_ext_absent_standby'
 synchronous_commit = local
 fsync = on
+# Room for notify_ext's workers (webhooks, summaries, drops, pg_cron calls)
+# of many test databases next to parallel queries.
+max_worker_processes = 32
 "
 
 TOTAL_PASSED=0
@@ -70,11 +78,18 @@ run_suite() {
 	return "$rc"
 }
 
+# suite_started: marks the start of a suite, for the time record() shows.
+SUITE_STARTED=
+suite_started() { SUITE_STARTED=$SECONDS; }
+
 # record SUITE PASSED FAILED NOTE
 record() {
+	local took=
+	[ -z "$SUITE_STARTED" ] || took=$(printf '%5ds' $((SECONDS - SUITE_STARTED)))
+	SUITE_STARTED=
 	TOTAL_PASSED=$((TOTAL_PASSED + $2))
 	TOTAL_FAILED=$((TOTAL_FAILED + $3))
-	SUMMARY+=("$(printf '  %-10s %4d passed, %4d failed%s' "$1" "$2" "$3" "${4:+  ($4)}")")
+	SUMMARY+=("$(printf '  %-10s %4d passed, %4d failed %6s%s' "$1" "$2" "$3" "$took" "${4:+  ($4)}")")
 }
 
 # show_diffs FILE: the first lines of a regression.diffs.
@@ -115,6 +130,7 @@ run_installcheck() {
 
 	echo
 	echo "======== $suite ========"
+	suite_started
 	run_suite "$out" make --no-print-directory -C "$check" -f "$REPO_DIR/Makefile" \
 		PG_CONFIG="$PG_CONFIG" "${only[@]}" installcheck || rc=$?
 	read -r p f < <(count_pg_regress "$out")
@@ -151,14 +167,17 @@ run_pg_regress_suites() {
 	fi
 }
 
-run_e2e() {
-	local junit=$RUN_DIR/e2e-junit.xml rc=0 p f note=
-	if ! compgen -G "$REPO_DIR/test/e2e/test_*.py" >/dev/null; then
-		record e2e 0 0 "no tests in test/e2e"
+# run_pytest SUITE DIR: pytest over DIR/test_*.py against the cluster.
+run_pytest() {
+	local suite=$1 dir=$2 junit rc=0 p f note=
+	junit=$RUN_DIR/$suite-junit.xml
+	if ! compgen -G "$dir/test_*.py" >/dev/null; then
+		record "$suite" 0 0 "no tests in ${dir#"$REPO_DIR"/}"
 		return
 	fi
 	echo
-	echo "======== e2e ========"
+	echo "======== $suite ========"
+	suite_started
 	rm -f "$junit"
 	# shellcheck disable=SC2086
 	run_suite "" env \
@@ -168,7 +187,7 @@ run_e2e() {
 		NOTIFY_EXT_PGLOG="$PG_LOG" \
 		PYTHONDONTWRITEBYTECODE=1 \
 		"$PYTHON" -m pytest -p no:cacheprovider -rfE --junitxml="$junit" \
-		${NOTIFY_EXT_PYTEST_ARGS:-} "$REPO_DIR/test/e2e" || rc=$?
+		${NOTIFY_EXT_PYTEST_ARGS:-} "$dir" || rc=$?
 	p=0 f=0
 	if [ -s "$junit" ]; then
 		read -r p f < <("$PYTHON" - "$junit" <<'PY'
@@ -196,7 +215,52 @@ PY
 		fi
 		;;
 	esac
-	record e2e "$p" "$f" "$note"
+	record "$suite" "$p" "$f" "$note"
+}
+
+# count_node_tap OUTPUT_FILE: prints "passed failed" from the closing
+# summary of node --test --test-reporter=tap ("# pass N", "# fail N",
+# "# cancelled N"; cancelled tests count as failed).
+count_node_tap() {
+	awk '
+		/^# pass [0-9]+$/      { p = $3 }
+		/^# fail [0-9]+$/      { f = $3 }
+		/^# cancelled [0-9]+$/ { c = $3 }
+		END { printf "%d %d\n", p, f + c }' "$1"
+}
+
+# run_node_tests SUITE DIR: npm ci in DIR, then node --test over
+# DIR/test/*.test.js against the cluster.
+run_node_tests() {
+	local suite=$1 dir=$2 out rc=0 p f note= files
+	out=$RUN_DIR/$suite.out
+	files=("$dir"/test/*.test.js)
+	if [ ! -e "${files[0]}" ]; then
+		record "$suite" 0 0 "no tests in ${dir#"$REPO_DIR"/}/test"
+		return
+	fi
+	echo
+	echo "======== $suite ========"
+	suite_started
+	if ! npm_ci "$dir"; then
+		record "$suite" 0 1 "npm ci failed in ${dir#"$REPO_DIR"/}"
+		return
+	fi
+	run_suite "$out" env \
+		NOTIFY_EXT_RUN_DIR="$RUN_DIR" \
+		NOTIFY_EXT_PGDATA="$PGDATA" \
+		NOTIFY_EXT_PGBIN="$PGBIN" \
+		NOTIFY_EXT_PGLOG="$PG_LOG" \
+		node --test --test-reporter=tap "${files[@]}" || rc=$?
+	read -r p f < <(count_node_tap "$out")
+	if [ "$rc" -ne 0 ]; then
+		[ "$rc" -ne 124 ] || note="timed out after ${SUITE_TIMEOUT}s"
+		if [ "$f" -eq 0 ]; then
+			f=1
+			note=${note:-"node --test exited with $rc"}
+		fi
+	fi
+	record "$suite" "$p" "$f" "$note"
 }
 
 # A set-up step that fails (packages, build, cluster) counts as one failure,
@@ -227,7 +291,10 @@ cluster_init postgres "$TEST_CONF"
 cluster_start
 
 run_pg_regress_suites
-run_e2e
+run_pytest e2e "$REPO_DIR/test/e2e"
+run_pytest python "$REPO_DIR/clients/python/tests"
+run_node_tests node "$REPO_DIR/clients/node"
+run_node_tests browser "$REPO_DIR/examples/inbox-web"
 
 if [ "$TOTAL_FAILED" -ne 0 ]; then
 	echo

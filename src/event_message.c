@@ -70,12 +70,19 @@ event_message(EventFields *e)
 			appendStringInfoString(&buf, "null");
 		appendStringInfoChar(&buf, '}');
 	}
-	if (timestamp2tm(e->occurred_at, NULL, &tm, &fsec, NULL, NULL) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("timestamp out of range")));
-	appendStringInfo(&buf, ", \"occurred_at\": \"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\", \"actor\": ",
-					 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+	appendStringInfoString(&buf, ", \"occurred_at\": ");
+	if (TIMESTAMP_NOT_FINITE(e->occurred_at))
+		appendStringInfoString(&buf, TIMESTAMP_IS_NOBEGIN(e->occurred_at) ? "\"-infinity\"" : "\"infinity\"");
+	else
+	{
+		if (timestamp2tm(e->occurred_at, NULL, &tm, &fsec, NULL, NULL) != 0 || tm.tm_year <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+					 errmsg("occurred_at of event %lld is out of range", (long long) e->seq)));
+		appendStringInfo(&buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"",
+						 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+	}
+	appendStringInfoString(&buf, ", \"actor\": ");
 	escape_json(&buf, text_to_cstring(e->actor));
 	appendStringInfoString(&buf, ", \"payload\": ");
 	appendBinaryStringInfo(&buf, VARDATA_ANY(e->payload), VARSIZE_ANY_EXHDR(e->payload));

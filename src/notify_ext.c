@@ -15,6 +15,7 @@
 #include "miscadmin.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "capture.h"
 #include "event_buffer.h"
@@ -92,6 +93,9 @@ interval_setting(const char *value, Interval *result)
 	return itmin2interval(&tt, result) == 0;
 }
 
+/* Interval settings are at most this long (timestamps must stay in range). */
+#define INTERVAL_SETTING_MAX_YEARS 100
+
 /* Months count as 30 days, as in interval comparison. */
 static double
 interval_usecs(const Interval *iv)
@@ -112,6 +116,13 @@ check_interval(char **newval, bool zero_ok, const char *hint)
 		GUC_check_errhint("%s", hint);
 		return false;
 	}
+	if (interval_usecs(&iv) > INTERVAL_SETTING_MAX_YEARS * DAYS_PER_YEAR * USECS_PER_DAY)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("interval \"%s\" is too long", *newval);
+		GUC_check_errhint("Give at most %d years.", INTERVAL_SETTING_MAX_YEARS);
+		return false;
+	}
 	if (zero_ok ? interval_usecs(&iv) < 0 : interval_usecs(&iv) <= 0)
 	{
 		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
@@ -121,6 +132,31 @@ check_interval(char **newval, bool zero_ok, const char *hint)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * notify_ext.permission_function: empty, or the name of a function,
+ * schema-qualified or not, without its argument list.
+ */
+static bool
+check_permission_function(char **newval, void **extra, GucSource source)
+{
+	char	   *copy;
+	List	   *names;
+	bool		ok;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	copy = pstrdup(*newval);
+	ok = strchr(*newval, '(') == NULL &&
+		SplitIdentifierString(copy, '.', &names) && list_length(names) <= 2;
+	if (!ok)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("\"%s\" is not a function name", *newval);
+		GUC_check_errhint("Name a function (principal text, resource_id text, level text) returns boolean, e.g. app.may_access, without its argument list.");
+	}
+	return ok;
 }
 
 static bool
@@ -167,7 +203,7 @@ define_settings(void)
 							   &notify_ext_permission_function,
 							   "",
 							   PGC_SUSET, 0,
-							   NULL, NULL, NULL);
+							   check_permission_function, NULL, NULL);
 
 	DefineCustomStringVariable("notify_ext.reply_key_grace",
 							   "How long replies signed with a rotated-out key stay valid.",

@@ -38,10 +38,10 @@ notify_ext_call_permission_function(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("notify_ext cannot call the permission function inside a security-restricted operation")));
-	if (get_func_rettype(fn) != BOOLOID)
+	if (get_func_rettype(fn) != BOOLOID || get_func_retset(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("permission function %s does not return boolean", format_procedure(fn)),
+				 errmsg("permission function %s does not return one boolean", format_procedure(fn)),
 				 errhint("notify_ext.permission_function must name a function (principal text, resource_id text, level text) returns boolean.")));
 
 	fmgr_info(fn, &flinfo);

@@ -5,9 +5,11 @@
  * outside any SECURITY DEFINER function: GetOuterUserId(), which follows SET
  * ROLE but not the owner switch of a SECURITY DEFINER function).  A role
  * with the privileges of the role named by notify_ext.app_role (or a
- * superuser) may set notify_ext.principal to act for an end user; for any
- * other role a value other than its own name is refused with 42501: at SET
- * time when it can be checked, and always at use time.
+ * superuser) may set notify_ext.principal to act for an end user, and is
+ * then treated as that principal: its grants apply, and it makes no
+ * service calls until it resets the setting.  For any other role a value
+ * other than its own name is refused with 42501: at SET time when it can be
+ * checked, and always at use time.
  *
  * Looking at the outer role rather than GetUserId() is what keeps the
  * extension's own SECURITY DEFINER functions (owned by a superuser) from
@@ -40,6 +42,9 @@
 
 #include "settings.h"
 #include "principal.h"
+
+/* Principals are indexed (grants, notifications): at most this long. */
+#define PRINCIPAL_MAX_BYTES 1024
 
 
 /* The cached answer for one outer role. */
@@ -115,12 +120,16 @@ fill_cache(void)
 	cache_refused = false;
 	if (guc != NULL && guc[0] != '\0' && strcmp(guc, name) != 0)
 	{
+		/* Acting for an end user: treated as that principal, no more. */
 		cache_principal = MemoryContextStrdup(TopMemoryContext, guc);
 		cache_refused = !service;
+		cache_service = false;
 	}
 	else
+	{
 		cache_principal = MemoryContextStrdup(TopMemoryContext, name);
-	cache_service = service;
+		cache_service = service;
+	}
 	cache_uid = uid;
 	cache_valid = true;
 	pfree(name);
@@ -164,6 +173,13 @@ notify_require_service_caller(const char *what)
 {
 	if (notify_is_service_caller())
 		return;
+	if (strcmp(cache_principal, cache_rolename) != 0 && role_is_service(cache_uid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s is a service call: role \"%s\" acts for principal \"%s\"",
+						what, cache_rolename, cache_principal),
+				 errdetail("A role acting for an end user (notify_ext.principal) is treated as that principal."),
+				 errhint("RESET notify_ext.principal for service calls.")));
 	if (notify_ext_app_role && notify_ext_app_role[0])
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -193,6 +209,13 @@ principal_check_hook(char **newval, void **extra, GucSource source)
 
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
+	if (strlen(*newval) > PRINCIPAL_MAX_BYTES)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("principal \"%.40s...\" is too long (%zu bytes)", *newval, strlen(*newval));
+		GUC_check_errhint("A principal has at most %d bytes.", PRINCIPAL_MAX_BYTES);
+		return false;
+	}
 	if (source != PGC_S_SESSION || !IsTransactionState() ||
 		IsParallelWorker() || InitializingParallelWorker ||
 		!OidIsValid(GetOuterUserId()))

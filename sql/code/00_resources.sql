@@ -122,6 +122,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL for a root resource.';
     END IF;
+    PERFORM notify_ext._check_name_length(id, 'resource id');
+    PERFORM notify_ext._check_name_length(variant, 'variant');
     -- One namespace: the id of a tracked row is taken.
     SELECT f.relation INTO v_tracked FROM notify_ext._find_tracked_resource(id) f;
     IF v_tracked IS NOT NULL THEN

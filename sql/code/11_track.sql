@@ -134,9 +134,16 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- Tracking again replaces the configuration.
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS notify_ext_capture ON %s', relation);
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS notify_ext_capture_truncate ON %s', relation);
+    -- Tracking again replaces the configuration.  Only triggers that exist
+    -- are dropped, so that tracking a table the first time says nothing.
+    IF EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid = relation AND t.tgname = 'notify_ext_capture') THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER notify_ext_capture ON %s', relation);
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid = relation AND t.tgname = 'notify_ext_capture_truncate') THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER notify_ext_capture_truncate ON %s', relation);
+    END IF;
     EXECUTE pg_catalog.format('CREATE TRIGGER notify_ext_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
                               'FOR EACH ROW EXECUTE FUNCTION notify_ext.capture(%L, %L, %L, %L)',
                               relation, variant, id_column, COALESCE(parent_column, ''), COALESCE(stream, ''));
@@ -168,7 +175,10 @@ BEGIN
                   HINT = pg_catalog.format('Its owner can GRANT TRIGGER ON %s to the role that calls notify_ext.untrack().', relation);
     END IF;
     EXECUTE pg_catalog.format('DROP TRIGGER notify_ext_capture ON %s', relation);
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS notify_ext_capture_truncate ON %s', relation);
+    IF EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid = relation AND t.tgname = 'notify_ext_capture_truncate') THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER notify_ext_capture_truncate ON %s', relation);
+    END IF;
     PERFORM notify_ext._resources_changed();
 END
 $$;

@@ -106,14 +106,8 @@ BEGIN
         RAISE EXCEPTION 'include_subresources must not be NULL'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF cardinality(streams) = 0 OR '' = ANY (streams) OR array_position(streams, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'streams must be NULL (all streams) or a list of stream names, not %', streams
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF cardinality(operations) = 0 OR '' = ANY (operations) OR array_position(operations, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'operations must be NULL (all operations) or a list of operation names, not %', operations
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    streams := notify_ext._check_scope_list(streams, 'streams');
+    operations := notify_ext._check_scope_list(operations, 'operations');
 
     IF resource_id IS NULL THEN
         IF resource_variant IS NOT NULL THEN

@@ -156,6 +156,7 @@ BEGIN
         RAISE EXCEPTION 'principal must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM notify_ext._check_name_length(principal, 'principal');
     PERFORM notify_ext._require_resource(resource_id);
     PERFORM notify_ext._require_admin(resource_id, 'granting a permission');
     IF v_level = 0 THEN

@@ -183,6 +183,8 @@ BEGIN
         RAISE EXCEPTION 'message of a notification for "%" must not be null', recipient
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM notify_ext._check_name_length(recipient, 'recipient');
+    PERFORM notify_ext._check_name_length(type, 'notification type');
     IF meta IS NOT NULL AND pg_catalog.jsonb_typeof(meta) NOT IN ('object', 'null') THEN
         RAISE EXCEPTION 'meta must be a JSON object, not %', pg_catalog.jsonb_typeof(meta)
             USING ERRCODE = 'invalid_parameter_value';
@@ -445,6 +447,7 @@ BEGIN
         RAISE EXCEPTION 'enabled must be true or false for type "%"', type
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM notify_ext._check_name_length(type, 'notification type');
     IF enabled THEN
         DELETE FROM notify_ext.notification_preferences p
          WHERE p.principal = v_me AND p.type = set_notification_preference.type;

@@ -177,28 +177,6 @@ $$;
 -- Webhooks
 --------------------------------------------------------------------------
 
--- Internal: 22023 unless a is null or a non-empty array of non-empty texts.
-CREATE OR REPLACE FUNCTION notify_ext._webhook_check_list(a text[], what text) RETURNS text[]
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF a IS NULL THEN
-        RETURN NULL;
-    END IF;
-    IF cardinality(a) = 0 THEN
-        RAISE EXCEPTION '% must not be an empty array', what
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Pass NULL for all %s.', what);
-    END IF;
-    IF array_position(a, NULL) IS NOT NULL OR '' = ANY (a) THEN
-        RAISE EXCEPTION '% must not contain NULL or empty names: %', what, a
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN ARRAY(SELECT DISTINCT x FROM unnest(a) x ORDER BY x);
-END
-$$;
-
 CREATE OR REPLACE FUNCTION notify_ext.create_webhook(url text, operations text[] DEFAULT NULL,
         streams text[] DEFAULT NULL, resource_id text DEFAULT NULL,
         include_subresources boolean DEFAULT true, auth_config uuid DEFAULT NULL)
@@ -215,8 +193,8 @@ DECLARE
 BEGIN
     PERFORM notify_ext._require_service_caller('create_webhook');
     PERFORM notify_ext._webhook_check_url(url, 'webhook url');
-    v_ops := notify_ext._webhook_check_list(operations, 'operations');
-    v_streams := notify_ext._webhook_check_list(streams, 'streams');
+    v_ops := notify_ext._check_scope_list(operations, 'operations');
+    v_streams := notify_ext._check_scope_list(streams, 'streams');
     IF include_subresources IS NULL THEN
         RAISE EXCEPTION 'include_subresources must not be NULL'
             USING ERRCODE = 'invalid_parameter_value';
@@ -415,14 +393,20 @@ DECLARE
     w notify_ext.webhooks;
     v_upto bigint;
     v_n bigint;
+    v_each bigint;
 BEGIN
     queued := 0;
+    -- The events looked at are shared out among the webhooks behind, so that
+    -- one call (and the row locks it holds) stays short however many there are.
+    SELECT count(*) INTO v_n FROM notify_ext.webhooks x
+     WHERE x.status = 'active' AND x.cursor_seq < horizon;
     behind := false;
+    v_each := GREATEST(1000, chunk / GREATEST(v_n, 1));
     FOR w IN SELECT * FROM notify_ext.webhooks x
               WHERE x.status = 'active' AND x.cursor_seq < horizon
-              ORDER BY x.id FOR UPDATE
+              ORDER BY x.id FOR NO KEY UPDATE
     LOOP
-        v_upto := LEAST(horizon, w.cursor_seq + chunk);
+        v_upto := LEAST(horizon, w.cursor_seq + v_each);
         behind := behind OR v_upto < horizon;
         INSERT INTO notify_ext.webhook_queue (webhook, seq)
         SELECT w.id, e.seq

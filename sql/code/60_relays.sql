@@ -275,8 +275,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use new (events that commit from now on) or all (every retained event).';
     END IF;
-    streams := notify_ext._webhook_check_list(streams, 'streams');
-    operations := notify_ext._webhook_check_list(operations, 'operations');
+    streams := notify_ext._check_scope_list(streams, 'streams');
+    operations := notify_ext._check_scope_list(operations, 'operations');
     IF resource_id IS NOT NULL THEN
         PERFORM notify_ext._require_resource(resource_id);
     END IF;

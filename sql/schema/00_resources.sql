@@ -1,5 +1,6 @@
--- The schema must be the extension's own: one that someone else made
--- beforehand could hold their objects, or let them add some later.
+-- The schema must be the extension's own: one that someone else made, or
+-- holding someone else's objects, could give them objects of theirs that
+-- the extension's code would find.
 DO $$
 DECLARE
     v_owner name;
@@ -7,10 +8,18 @@ BEGIN
     SELECT pg_catalog.pg_get_userbyid(n.nspowner) INTO v_owner
       FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'notify_ext';
     IF v_owner OPERATOR(pg_catalog.<>) CURRENT_USER
-       OR EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace)
-       OR EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.pronamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace)
-       OR EXISTS (SELECT FROM pg_catalog.pg_type t WHERE t.typnamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace)
-       OR EXISTS (SELECT FROM pg_catalog.pg_operator o WHERE o.oprnamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace) THEN
+       OR EXISTS (SELECT FROM pg_catalog.pg_class c
+                   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace
+                     AND c.relowner OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))
+       OR EXISTS (SELECT FROM pg_catalog.pg_proc p
+                   WHERE p.pronamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace
+                     AND p.proowner OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))
+       OR EXISTS (SELECT FROM pg_catalog.pg_type t
+                   WHERE t.typnamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace
+                     AND t.typowner OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))
+       OR EXISTS (SELECT FROM pg_catalog.pg_operator o
+                   WHERE o.oprnamespace OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.regnamespace
+                     AND o.oprowner OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)) THEN
         RAISE EXCEPTION 'schema "notify_ext" exists already (owned by role "%")', v_owner
             USING ERRCODE = 'duplicate_schema',
                   HINT = 'notify_ext creates its schema itself: drop the schema, or move what it holds elsewhere, then CREATE EXTENSION again.';

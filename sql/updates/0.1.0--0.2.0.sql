@@ -182,6 +182,9 @@ DROP FUNCTION notify_ext._retention_settings();
 DROP FUNCTION notify_ext._in_scope(notify_ext.consumers, notify_ext.event_log);
 DROP FUNCTION notify_ext._webhook_in_scope(notify_ext.webhooks, text, text, text, text[]);
 
+-- The lists of a scope are checked by one function for consumers and webhooks.
+DROP FUNCTION notify_ext._webhook_check_list(text[], text);
+
 --------------------------------------------------------------------------
 -- Relays to NATS JetStream (see docs/relays.md)
 --------------------------------------------------------------------------

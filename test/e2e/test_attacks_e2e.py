@@ -309,6 +309,14 @@ def test_a_schema_made_beforehand_by_someone_else_is_refused(setup):
             m.execute("CREATE FUNCTION notify_ext.current_principal() RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$")
         with psycopg.connect(dsn_for(name), autocommit=True) as su:
             assert sqlstate(su, "CREATE EXTENSION notify_ext") == "42P06"
+            # Nor one the superuser made where someone else put an object.
+            su.execute("DROP SCHEMA notify_ext CASCADE")
+            su.execute("CREATE SCHEMA notify_ext")
+            su.execute(sql.SQL("GRANT CREATE ON SCHEMA notify_ext TO {}").format(sql.Identifier(MALLORY)))
+        with login(dsn_for(name), MALLORY) as m:
+            m.execute("CREATE FUNCTION notify_ext.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT 'epoch'::timestamptz $$")
+        with psycopg.connect(dsn_for(name), autocommit=True) as su:
+            assert sqlstate(su, "CREATE EXTENSION notify_ext") == "42P06"
             # An empty schema the superuser made itself is fine.
             su.execute("DROP SCHEMA notify_ext CASCADE")
             su.execute("CREATE SCHEMA notify_ext")

@@ -32,7 +32,8 @@ SELECT regress_try($$SET notify_ext.app_role = 'regress_alice'$$);
 SELECT regress_try($$SELECT notify_ext._require_service_caller('regress_call()')$$);
 RESET ROLE;
 
--- A member of the application role acts for an end user.
+-- A member of the application role acts for an end user, and is then
+-- treated as that principal: no service calls until it resets.
 SET ROLE regress_svc;
 SELECT notify_ext.current_principal(), notify_ext._is_service_caller();
 SET notify_ext.principal = 'User#1';
@@ -42,7 +43,10 @@ SET LOCAL notify_ext.principal = 'User#2';
 SELECT notify_ext.current_principal();
 COMMIT;
 SELECT notify_ext.current_principal();
+SELECT regress_try($$SELECT notify_ext._require_service_caller('regress_call()')$$);
+RESET notify_ext.principal;
 SELECT notify_ext._require_service_caller('regress_call()');
+SET notify_ext.principal = 'User#1';
 
 -- The value stays set when the role changes: a superuser may use it, a
 -- plain role is refused when it is used.
@@ -104,10 +108,13 @@ ALTER MATERIALIZED VIEW public.regress_mv OWNER TO regress_alice;
 SELECT regress_try($$REFRESH MATERIALIZED VIEW public.regress_mv$$);
 DROP MATERIALIZED VIEW public.regress_mv;
 
--- The actor of a recorded event is the principal.
+-- The actor of a recorded event is the principal; an end user publishes
+-- about a resource it may APPEND to.
+SELECT notify_ext.register_resource('regress_principal_res', 'project');
+SELECT notify_ext.grant_permission('User#7', 'regress_principal_res', 'APPEND');
 SET ROLE regress_svc;
 SET notify_ext.principal = 'User#7';
-SELECT notify_ext.publish('regress.principal', 'user.view', '{}') > 0 AS published;
+SELECT notify_ext.publish('regress.principal', 'user.view', '{}', 'regress_principal_res') > 0 AS published;
 RESET notify_ext.principal;
 RESET ROLE;
 -- (an event about no resource is a service call)
@@ -127,3 +134,6 @@ DROP FUNCTION public.regress_whoami();
 DROP FUNCTION public.regress_act_as_bob();
 RESET notify_ext.app_role;
 DROP ROLE regress_alice, regress_bob, regress_svc, regress_app;
+DELETE FROM notify_ext.permissions WHERE resource_id = 'regress_principal_res';
+DELETE FROM notify_ext.notifications WHERE recipient = 'User#7';
+DELETE FROM notify_ext.resources WHERE id = 'regress_principal_res';
