@@ -13,7 +13,7 @@ client is test/e2e/nats_tool.c (the NATS C client), compiled here.
    kind, pipelined (4096 in flight), each with its own Nats-Msg-Id, waiting
    for every PubAck: what this nats-server takes from a plain C client.
    The stream must then hold exactly one message per event.
-2. Latency: BENCH_RELAY_WRITERS writers (default 4) commit single-row
+2. Latency: BENCH_RELAY_WRITERS writers (default 8) commit single-row
    INSERTs at a steady BENCH_RELAY_RATE per second in all (default 1000)
    for BENCH_RELAY_SECONDS (default 20), each noting when its COMMIT
    returned; a JetStream push consumer (nats_tool latency) notes when each
@@ -51,7 +51,7 @@ RATE = int(os.environ.get("BENCH_RELAY_RATE", "1000"))
 SECONDS = int(os.environ.get("BENCH_RELAY_SECONDS", "20"))
 WRITER_SECONDS = int(os.environ.get("BENCH_RELAY_WRITER_SECONDS", "20"))
 ROUNDS = int(os.environ.get("BENCH_RELAY_ROUNDS", "2"))
-WRITERS = int(os.environ.get("BENCH_RELAY_WRITERS", "4"))
+WRITERS = int(os.environ.get("BENCH_RELAY_WRITERS", "8"))
 BENCH_DB = os.environ.get("BENCH_DB", "notify_ext_relay_bench")
 MAINT_DB = os.environ.get("PGDATABASE", "postgres")
 if MAINT_DB == BENCH_DB:
