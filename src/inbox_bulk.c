@@ -61,6 +61,9 @@ typedef struct BulkItem
 	JsonbValue	meta;			/* jbvNull when absent or null */
 } BulkItem;
 
+/* Recipients and types are indexed: as _check_name_length() allows. */
+#define INBOX_NAME_MAX_BYTES 1024
+
 static void
 bulk_reject(int64 idx, const char *reason)
 {
@@ -173,6 +176,10 @@ bulk_items(Jsonb *items, int *n)
 		if (getKeyJsonValueFromContainer(notif, "message", 7, &m) == NULL ||
 			m.type != jbvString)
 			bulk_reject(i, "has no \"notification\".\"message\" (a string)");
+		if (u.val.string.len > INBOX_NAME_MAX_BYTES)
+			bulk_reject(i, "has a \"user\" longer than 1024 bytes");
+		if (t.val.string.len > INBOX_NAME_MAX_BYTES)
+			bulk_reject(i, "has a \"notification\".\"type\" longer than 1024 bytes");
 		it[i].recipient = u.val.string.val;
 		it[i].rlen = u.val.string.len;
 		it[i].type = t.val.string.val;
