@@ -7,9 +7,6 @@
  * EXCLUSIVE on event_log, stalling every writer.  A short-lived background
  * worker, registered when prune()'s transaction commits, drops them
  * instead, holding no lock anyone else needs.
- *
- * The WAL this worker and prune() write is compressed (see
- * compress_own_wal()).
  */
 #include "postgres.h"
 
@@ -22,38 +19,12 @@
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
-#include "utils/guc.h"
 #include "utils/snapmgr.h"
 
-#include "dropper.h"
 #include "extension.h"
 #include "shmem.h"
 
 PGDLLEXPORT void notify_ext_dropper_main(Datum arg);
-
-/*
- * Most of the WAL that prune() and the dropper write is full-page images of
- * catalog pages (the first change to each since the last checkpoint), and
- * every writer that commits meanwhile flushes it ahead of its own commit
- * record.  Compressed, it is a third to a half of the size.  Only this
- * backend's records are affected.  A server that already compresses is
- * left as it is.
- */
-void
-compress_own_wal(GucAction action)
-{
-	static const char *const methods[] = {"zstd", "lz4", "pglz"};
-	const char *current = GetConfigOption("wal_compression", true, false);
-	int			i;
-
-	if (current == NULL || strcmp(current, "off") != 0)
-		return;
-	/* A method this server was built without is refused quietly. */
-	for (i = 0; i < lengthof(methods); i++)
-		if (set_config_option("wal_compression", methods[i], PGC_SUSET, PGC_S_SESSION,
-							  action, true, DEBUG1, false) > 0)
-			return;
-}
 
 typedef struct DropperArgs
 {
@@ -149,7 +120,6 @@ notify_ext_dropper_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.useroid, 0);
 	pin_worker_search_path();
-	compress_own_wal(GUC_ACTION_SET);	/* for the rest of this short life */
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();

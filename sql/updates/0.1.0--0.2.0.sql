@@ -181,3 +181,9 @@ DROP FUNCTION notify_ext._retention_settings();
 -- One scope rule, in C, for consumers and webhooks alike.
 DROP FUNCTION notify_ext._in_scope(notify_ext.consumers, notify_ext.event_log);
 DROP FUNCTION notify_ext._webhook_in_scope(notify_ext.webhooks, text, text, text, text[]);
+
+--------------------------------------------------------------------------
+-- prune() is the PL/pgSQL run itself (sql/code/40_retention.sql replaces
+-- the C function); the run it used to call goes.
+--------------------------------------------------------------------------
+DROP FUNCTION notify_ext._prune_all();

@@ -7,7 +7,6 @@ import threading
 import time
 
 import psycopg
-import pytest
 from psycopg import sql
 
 DAYS_BACK = 10
@@ -186,38 +185,3 @@ def test_terminating_the_dropper_in_its_commit_is_safe(db, connect, admin_dsn):
         admin.close()
     assert db.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started_at
     assert db.execute("SELECT count(*) FROM notify_ext._detached_event_tables()").fetchone()[0] == 0
-
-
-@pytest.mark.parametrize("session_setting, expected_method", [("off", "zstd"), ("pglz", "pglz")])
-def test_prune_compresses_the_page_images_it_writes(db, connect, session_setting, expected_method):
-    """prune()'s WAL is mostly full-page images of catalog pages, which every
-    writer committing meanwhile has to flush: prune() compresses them (zstd
-    when the server has it) unless the session already compresses, and the
-    session's setting is what it was afterwards."""
-    load_expired_days(db)
-    db.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-    db.execute("CHECKPOINT")  # the first change to each page now writes its image
-    pruner = connect(autocommit=False)
-    pruner.execute(sql.SQL("SET wal_compression = {}").format(sql.Literal(session_setting)))
-    # Looking the function up may prune a pg_proc page (any reader does that).
-    pruner.execute("SELECT 'notify_ext.prune()'::regprocedure")
-    xid = pruner.execute("SELECT pg_current_xact_id()::xid::text").fetchone()[0]
-    start = pruner.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-    result = pruner.execute("SELECT notify_ext.prune()").fetchone()[0]
-    assert result["partitions"] > 0, result
-    assert pruner.execute("SHOW wal_compression").fetchone()[0] == session_setting
-    pruner.commit()
-    end = db.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-    # prune() detaches in a subtransaction: its xids are listed at commit.
-    commit = db.execute(
-        "SELECT description FROM pg_get_wal_records_info(%s, %s) "
-        "WHERE xid::text = %s AND resource_manager = 'Transaction' AND record_type = 'COMMIT'",
-        (start, end, xid)).fetchone()[0]
-    xids = [xid] + (commit.split("subxacts:")[1].split(";")[0].split() if "subxacts:" in commit else [])
-    images = db.execute(
-        "SELECT resource_manager || ' ' || record_type || ': ' || block_ref FROM pg_get_wal_records_info(%s, %s) "
-        "WHERE xid::text = ANY(%s) AND fpi_length > 0 "
-        "AND (resource_manager, record_type) <> ('Heap2', 'PRUNE')", (start, end, xids)).fetchall()
-    assert images, "prune() wrote no page images after a checkpoint"
-    uncompressed = [r[0] for r in images if f"method: {expected_method}" not in r[0]]
-    assert not uncompressed, uncompressed
