@@ -7,17 +7,38 @@
    small log against a large one.
 3. Wake-up latency: commit of an in-scope transaction to arrival of the
    LISTEN notification, over 1,000 transactions.
+4. Summaries (only when asked for, see NOTIFY_EXT_BENCH_PARTS): what keeping
+   the BRIN summaries of the log current is worth to readers and costs
+   writers.  pgbench writers make single-row INSERT transactions into a
+   tracked table (one event each, in one of ten subtrees):
+   a. alone, as fast as they go, for a third of
+      NOTIFY_EXT_BENCH_WRITE_SECONDS: their tps;
+   b. at NOTIFY_EXT_BENCH_WRITE_RATE tps for NOTIFY_EXT_BENCH_WRITE_SECONDS,
+      while a consumer of one subtree fetches at the head every 0.1 s:
+      its fetch times (median, p90, max);
+   c. then a consumer of everything, left behind since b started, is
+      drained at once: its rate.
+   Run it against builds that keep summaries differently (see
+   ab/compare_builds.sh); b should outlast autovacuum_naptime.
 
 Connection settings come from the PG* environment; a scratch database is
 created and dropped.  Sizes: NOTIFY_EXT_BENCH_EVENTS (default 1,000,000),
 NOTIFY_EXT_BENCH_SMALL_LOG / NOTIFY_EXT_BENCH_LARGE_LOG (100,000 /
-10,000,000).
+10,000,000), NOTIFY_EXT_BENCH_WRITE_SECONDS (90),
+NOTIFY_EXT_BENCH_WRITERS (2), NOTIFY_EXT_BENCH_WRITE_RATE (1000),
+NOTIFY_EXT_BENCH_WRITER_SYNC_COMMIT (the
+writers' synchronous_commit, on; off makes them CPU-bound and the log grow
+faster).  NOTIFY_EXT_BENCH_PARTS (default
+"drain fanout wakeup") chooses the parts, e.g. "summaries".
 """
 
 import json
 import os
 import select
+import shutil
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
 
@@ -27,6 +48,11 @@ from psycopg import sql
 EVENTS = int(os.environ.get("NOTIFY_EXT_BENCH_EVENTS", 1_000_000))
 SMALL_LOG = int(os.environ.get("NOTIFY_EXT_BENCH_SMALL_LOG", 100_000))
 LARGE_LOG = int(os.environ.get("NOTIFY_EXT_BENCH_LARGE_LOG", 10_000_000))
+WRITE_SECONDS = int(os.environ.get("NOTIFY_EXT_BENCH_WRITE_SECONDS", 90))
+WRITERS = int(os.environ.get("NOTIFY_EXT_BENCH_WRITERS", 2))
+WRITER_SYNC = os.environ.get("NOTIFY_EXT_BENCH_WRITER_SYNC_COMMIT", "on")
+WRITE_RATE = int(os.environ.get("NOTIFY_EXT_BENCH_WRITE_RATE", 1000))
+PARTS = os.environ.get("NOTIFY_EXT_BENCH_PARTS", "drain fanout wakeup").split()
 SUBTREES = 1000
 DB = "notify_ext_consumer_bench"
 
@@ -216,12 +242,106 @@ def bench_wakeup(count=1000):
     print(f"  p50 {p50:.2f} ms   p99 {p99:.2f} ms   max {lat[-1]:.2f} ms  (target p99 < 10 ms)")
 
 
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+def drain(conn, consumer):
+    total = 0
+    start = time.perf_counter()
+    while True:
+        rows = conn.execute(
+            "SELECT reply, salt, hmac FROM notify_ext.get_event_message_batch(%s, 1000)",
+            (consumer,)).fetchall()
+        if not rows:
+            return total, time.perf_counter() - start
+        replies = json.dumps([{"reply": r, "salt": s, "hmac": h} for r, s, h in rows])
+        conn.execute("SELECT notify_ext.acknowledge_message_batch(%s::jsonb)", (replies,))
+        total += len(rows)
+
+
+def pgbench(script, seconds, rate=0):
+    """Runs pgbench's writers; returns (tps, average latency in ms)."""
+    args = [shutil.which("pgbench") or "pgbench", "-n", "-c", str(WRITERS), "-j", str(WRITERS),
+            "-T", str(seconds), "-f", script]
+    if rate:
+        args += ["-R", str(rate)]
+    return subprocess.Popen(args + [DB], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PGOPTIONS=f"-c synchronous_commit={WRITER_SYNC}"))
+
+
+def pgbench_result(proc):
+    out = proc.communicate()[0]
+    if proc.returncode != 0:
+        raise RuntimeError("pgbench failed: " + out)
+    tps = float([line for line in out.splitlines() if line.startswith("tps")][0].split()[2])
+    latency = float([line for line in out.splitlines() if line.startswith("latency average")][0].split()[3])
+    return tps, latency
+
+
+def bench_summaries():
+    with connect() as conn:
+        conn.execute("SELECT notify_ext.register_resource('sum' || g, 'project') FROM generate_series(0, 9) g")
+        conn.execute("CREATE TABLE sum_items (id bigserial PRIMARY KEY, parent text, note text)")
+        conn.execute("SELECT notify_ext.track('sum_items', 'item', parent_column => 'parent')")
+        conn.execute("SELECT notify_ext.create_event_partitions(1, 0)")
+    work = tempfile.mkdtemp()
+    try:
+        script = os.path.join(work, "insert.sql")
+        with open(script, "w") as f:
+            f.write("\\set p random(0, 9)\n"
+                    "INSERT INTO sum_items (parent, note) VALUES ('sum' || :p, 'written at the head');\n")
+        # 1. the writers alone, as fast as they go
+        alone_tps, alone_lat = pgbench_result(pgbench(script, WRITE_SECONDS // 3))
+        # 2. the writers at a fixed rate, a consumer of one subtree of ten at
+        # the head, and one of everything left behind
+        with connect() as conn:
+            head = conn.execute("SELECT notify_ext.create_stream_consumer('sum0', deliver => 'new')").fetchone()[0]
+            behind = conn.execute("SELECT notify_ext.create_stream_consumer(deliver => 'new')").fetchone()[0]
+            writer = pgbench(script, WRITE_SECONDS, WRITE_RATE)
+            times = []
+            fetched = 0
+            while writer.poll() is None:
+                start = time.perf_counter()
+                rows = conn.execute(
+                    "SELECT reply, salt, hmac FROM notify_ext.get_event_message_batch(%s, 1000)",
+                    (head,)).fetchall()
+                times.append((time.perf_counter() - start) * 1000)
+                if rows:
+                    replies = json.dumps([{"reply": r, "salt": s, "hmac": h} for r, s, h in rows])
+                    conn.execute("SELECT notify_ext.acknowledge_message_batch(%s::jsonb)", (replies,))
+                    fetched += len(rows)
+                time.sleep(0.1)
+            rate_tps, rate_lat = pgbench_result(writer)
+            # 3. the consumer left behind catches up at once
+            n_behind, t_behind = drain(conn, behind)
+            pages = conn.execute(
+                "SELECT (sum(pg_relation_size(c.oid)) / current_setting('block_size')::int)::bigint"
+                "  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'notify_ext.event_log'::regclass").fetchone()[0]
+    finally:
+        shutil.rmtree(work)
+    print(f"summaries, {WRITERS} pgbench writers (synchronous_commit {WRITER_SYNC})")
+    print(f"  writers alone, {WRITE_SECONDS // 3} s          {alone_tps:10,.0f} tps  latency {alone_lat:.3f} ms")
+    print(f"  writers at {WRITE_RATE} tps, {WRITE_SECONDS} s        {rate_tps:10,.0f} tps  latency {rate_lat:.3f} ms")
+    print(f"  head fetch of 1 subtree of 10, every 0.1 s  median {statistics.median(times):.2f} ms"
+          f"  p90 {percentile(times, 0.9):.2f}  max {max(times):.2f}  ({len(times)} fetches, {fetched:,} events)")
+    print(f"  drain of the consumer behind  {n_behind:,} events in {t_behind:.2f} s"
+          f"  {n_behind / t_behind:,.0f} events/s  (log {pages:,} pages)")
+
+
 def main():
     fresh_database()
     try:
-        bench_drain()
-        bench_fanout()
-        bench_wakeup()
+        if "drain" in PARTS:
+            bench_drain()
+        if "fanout" in PARTS:
+            bench_fanout()
+        if "wakeup" in PARTS:
+            bench_wakeup()
+        if "summaries" in PARTS:
+            bench_summaries()
     finally:
         drop_database()
 

@@ -6,10 +6,20 @@
    many calls, and the plans of the queries inside them.
 2. create_notifications_bulk() of 10,000 items against a plain multi-row
    INSERT of the same rows into a table of the same shape (same columns,
-   defaults and indexes, no triggers), alternating, same run.
+   defaults and indexes, no triggers), interleaved, same run.
 
 Connection: libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE); the
 user must be a superuser.  NOTIFY_EXT_BENCH_ROWS / _TARGET_ROWS scale it.
+
+NOTIFY_EXT_BENCH_BULK_VARIANTS compares variants of the bulk call in the
+same run: a JSON object {"name": "SQL run before each call of it", ...}
+(e.g. SET commands that a build under evaluation reads).  The calls
+(every variant and the plain INSERT) take turns, their order rotating
+from round to round; each variant after the first is also given as its
+per-round ratio to the first.  When the server runs on this machine, the
+backend's own CPU time per call (/proc/<pid>/schedstat) is printed too:
+on a machine that other work shares it varies less than the wall-clock
+time, which also counts waiting for a CPU.
 """
 import json
 import os
@@ -25,6 +35,8 @@ TARGET = int(os.environ.get("NOTIFY_EXT_BENCH_TARGET_ROWS", "100000"))
 BULK = int(os.environ.get("NOTIFY_EXT_BENCH_BULK", "10000"))
 CALLS = int(os.environ.get("NOTIFY_EXT_BENCH_CALLS", "200"))
 ROUNDS = int(os.environ.get("NOTIFY_EXT_BENCH_ROUNDS", "7"))
+VARIANTS = json.loads(os.environ.get("NOTIFY_EXT_BENCH_BULK_VARIANTS", "null")
+                      or "null") or {"create_notifications_bulk()": ""}
 USER = "bench_target"
 
 
@@ -40,6 +52,15 @@ def timed(conn, query, params=None, n=CALLS):
         samples.append(time.perf_counter() - t0)
     samples.sort()
     return ms(statistics.median(samples)), ms(samples[int(len(samples) * 0.95) - 1])
+
+
+def backend_cpu(conn):
+    """The backend's CPU time so far in seconds, or None when it cannot be read."""
+    try:
+        with open(f"/proc/{conn.info.backend_pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def load(conn):
@@ -116,21 +137,49 @@ def main():
         sql.SQL(", ").join(sql.SQL("({}, {}, {}, {}::jsonb)").format(*map(sql.Literal, r)) for r in rows)
     ).as_string(conn)
     bulk = "SELECT notify_ext.create_notifications_bulk(" + sql.Literal(items).as_string(conn) + "::jsonb)"
-    t_bulk, t_plain = [], []
+    plain = "plain multi-row INSERT"
+    kinds = list(VARIANTS) + [plain]
+    times = {k: [] for k in kinds}
+    cpu = {k: [] for k in kinds}
     for r in range(ROUNDS):
-        for kind in (("bulk", "plain") if r % 2 == 0 else ("plain", "bulk")):
+        for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
+            if kind != plain and VARIANTS[kind]:
+                conn.execute(VARIANTS[kind])
+            c0 = backend_cpu(conn)
             t0 = time.perf_counter()
-            if kind == "bulk":
-                ids = conn.execute(bulk).fetchone()[0]
-                assert len(ids) == BULK
-                t_bulk.append(time.perf_counter() - t0)
-            else:
+            if kind == plain:
                 conn.execute(insert)
-                t_plain.append(time.perf_counter() - t0)
-    mb, mp = statistics.median(t_bulk), statistics.median(t_plain)
-    print(f"create_notifications_bulk(): median {ms(mb)} ms  ({BULK / mb:,.0f} rows/s)  runs {[ms(t) for t in t_bulk]}")
-    print(f"plain multi-row INSERT:      median {ms(mp)} ms  ({BULK / mp:,.0f} rows/s)  runs {[ms(t) for t in t_plain]}")
-    print(f"ratio bulk / plain: {mb / mp:.2f}x (target <= 1.5x)")
+            else:
+                ids = conn.execute(bulk).fetchone()[0]
+            times[kind].append(time.perf_counter() - t0)
+            c1 = backend_cpu(conn)
+            if c0 is not None and c1 is not None:
+                cpu[kind].append(c1 - c0)
+            if kind != plain:
+                assert len(ids) == BULK
+    first = kinds[0]
+    width = max(len(k) for k in kinds) + 1
+    for title, samples in (("wall-clock", times), ("backend CPU", cpu)):
+        if not samples[plain]:
+            continue
+        print(f"-- {title} time per call, {ROUNDS} rounds")
+        mp = statistics.median(samples[plain])
+        for kind in kinds:
+            t = samples[kind]
+            m = statistics.median(t)
+            line = f"{kind + ':':<{width}} median {ms(m)} ms"
+            if title == "wall-clock":
+                line += f"  ({BULK / m:,.0f} rows/s)"
+            line += f"  range {ms(min(t))}-{ms(max(t))} ms"
+            if kind != plain:
+                line += f"  bulk / plain {m / mp:.2f}x"
+            if kind not in (first, plain):
+                paired = sorted(a / b for a, b in zip(t, samples[first]))
+                line += (f"  / {first} per round: median {statistics.median(paired):.2f}x"
+                         f" range {paired[0]:.2f}-{paired[-1]:.2f}x")
+            print(line)
+            print(f"{'':<{width}} runs {[ms(x) for x in t]}")
+    print("target: bulk / plain <= 1.5x")
     # Leave the big table as it was.
     conn.execute("DELETE FROM notify_ext.notifications WHERE type = 'BULK'")
     conn.execute("DROP TABLE public.inbox_bench_plain")

@@ -76,6 +76,16 @@ trap cleanup EXIT
 
 bq() { "${PSQL[@]}" -d "$BENCH_DB" -A -t "$@"; }
 
+# The partitions of the event log (rel, upper_bound), the default one with
+# a null bound; read from the catalogs alone, so that the bench runs
+# against every version of notify_ext.
+PARTITIONS="SELECT c.oid::regclass AS rel,
+       CASE WHEN c.relname ~ '^event_log_p[0-9]{8}\$'
+            THEN (to_date(substr(c.relname, 12), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC'
+       END AS upper_bound
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = 'notify_ext.event_log'::regclass"
+
 echo "retention bench: $DAYS days x $PER_DAY events, keep $KEEP_DAYS days"
 "${PSQL[@]}" -d "$MAINT_DB" -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB"
 bq -c "CREATE EXTENSION notify_ext" \
@@ -118,7 +128,7 @@ settled_stats() {
 	local i
 	for ((i = 0; i < 100; i++)); do
 		[ "$(bq -c "SELECT COALESCE(sum(pg_stat_get_tuples_inserted(rel)), 0) >= $DAYS::bigint * $PER_DAY
-		              FROM notify_ext._event_partitions()")" = t ] && return 0
+		              FROM ($PARTITIONS) p")" = t ] && return 0
 		sleep 0.1
 	done
 	echo "warning: the statistics of the loaded rows did not settle" >&2
@@ -129,8 +139,7 @@ settled_stats() {
 # the bench's tables, and the bench VACUUMs them itself.
 quiet_autovacuum() {
 	bq -c "DO \$\$ DECLARE r regclass; BEGIN
-	         FOR r IN SELECT rel FROM notify_ext._event_partitions()
-	                  UNION ALL SELECT 'notify_ext.event_log_default'::regclass
+	         FOR r IN SELECT rel FROM ($PARTITIONS) p
 	                  UNION ALL SELECT 'public.ret_bench_items'::regclass LOOP
 	             EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = off)', r);
 	         END LOOP; END \$\$" >/dev/null
@@ -150,7 +159,7 @@ total=$(bq -c "SELECT count(*) FROM notify_ext.event_log")
 printf "loaded %s events in %s s\n" "$total" "$("$PYTHON" -c "print(round($t1 - $t0))")"
 
 # The boundary prune() uses: day partitions that ended at least 7 days ago.
-BOUNDARY=$(bq -c "SELECT max(upper_bound) FROM notify_ext._event_partitions()
+BOUNDARY=$(bq -c "SELECT max(upper_bound) FROM ($PARTITIONS) p
                   WHERE upper_bound <= now() - interval '$KEEP_DAYS days'")
 EXPIRED=$(bq -c "SELECT count(*) FROM notify_ext.event_log WHERE occurred_at < '$BOUNDARY'")
 echo "expired: $EXPIRED events before $BOUNDARY"

@@ -7,59 +7,24 @@
  * EXCLUSIVE on event_log, stalling every writer.  A short-lived background
  * worker, registered when prune()'s transaction commits, drops them
  * instead, holding no lock anyone else needs.
- *
- * Two measures that pay for themselves (figures in docs/design.md): the
- * WAL this worker and prune() write is compressed, and each table is
- * truncated from the end in steps before it is dropped.
  */
 #include "postgres.h"
 
-#include "access/relation.h"
 #include "access/xact.h"
-#include "catalog/storage.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "storage/bufmgr.h"
 #include "storage/ipc.h"
-#include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
-#include "utils/guc.h"
-#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "dropper.h"
 #include "extension.h"
 #include "shmem.h"
 
 PGDLLEXPORT void notify_ext_dropper_main(Datum arg);
-
-/*
- * Most of the WAL that prune() and the dropper write is full-page images of
- * catalog pages (the first change to each since the last checkpoint), and
- * every writer that commits meanwhile flushes it ahead of its own commit
- * record.  Compressed, it is a third to a half of the size.  Only this
- * backend's records are affected.  A server that already compresses is
- * left as it is.
- */
-void
-compress_own_wal(GucAction action)
-{
-	static const char *const methods[] = {"zstd", "lz4", "pglz"};
-	const char *current = GetConfigOption("wal_compression", true, false);
-	int			i;
-
-	if (current == NULL || strcmp(current, "off") != 0)
-		return;
-	/* A method this server was built without is refused quietly. */
-	for (i = 0; i < lengthof(methods); i++)
-		if (set_config_option("wal_compression", methods[i], PGC_SUSET, PGC_S_SESSION,
-							  action, true, DEBUG1, false) > 0)
-			return;
-}
 
 typedef struct DropperArgs
 {
@@ -143,68 +108,6 @@ start_event_table_dropper(void)
 	dropper_pending = true;
 }
 
-/*
- * Removing a large file at once stalls other backends' WAL flushes (the
- * file system's truncate), so each detached table (and its TOAST table) is
- * shortened from the end in steps with a pause in between before it is
- * dropped.  Truncating is not transactional, which is fine here: the
- * tables are no longer part of the event log, and one left behind
- * (emptied) by a failed drop is dropped by the next run.
- */
-#define SHRINK_STEP_BLOCKS ((BlockNumber) (32 * 1024 * 1024 / BLCKSZ))
-#define SHRINK_PAUSE_US 10000L
-
-static void
-shrink_relation(Oid relid)
-{
-	Relation	rel;
-	BlockNumber nblocks;
-	Oid			toastrelid;
-
-	/* Nobody else should be using it; if somebody is, leave it to DROP. */
-	if (!ConditionalLockRelationOid(relid, AccessExclusiveLock))
-		return;
-	rel = try_relation_open(relid, NoLock);
-	if (rel == NULL)
-		return;
-	toastrelid = rel->rd_rel->reltoastrelid;
-	nblocks = RelationGetNumberOfBlocks(rel);
-	while (nblocks > 0)
-	{
-		nblocks = nblocks > SHRINK_STEP_BLOCKS ? nblocks - SHRINK_STEP_BLOCKS : 0;
-		RelationTruncate(rel, nblocks);
-		CHECK_FOR_INTERRUPTS();
-		if (nblocks > 0)
-			pg_usleep(SHRINK_PAUSE_US);
-	}
-	relation_close(rel, NoLock);	/* the lock is kept until commit */
-	if (OidIsValid(toastrelid))
-		shrink_relation(toastrelid);
-}
-
-/* Shrinks every detached event table (see shrink_relation()). */
-static void
-shrink_detached_tables(void)
-{
-	Oid		   *relids;
-	uint64		n;
-	uint64		i;
-
-	if (SPI_execute("SELECT t::oid FROM notify_ext._detached_event_tables() t", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "notify_ext._detached_event_tables() failed");
-	n = SPI_processed;
-	relids = palloc(sizeof(Oid) * Max(n, 1));
-	for (i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		relids[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	for (i = 0; i < n; i++)
-		shrink_relation(relids[i]);
-	pfree(relids);
-}
-
 void
 notify_ext_dropper_main(Datum arg)
 {
@@ -217,7 +120,6 @@ notify_ext_dropper_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.useroid, 0);
 	pin_worker_search_path();
-	compress_own_wal(GUC_ACTION_SET);	/* for the rest of this short life */
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -225,7 +127,6 @@ notify_ext_dropper_main(Datum arg)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "notify_ext: dropping detached event partitions");
-	shrink_detached_tables();
 	rc = SPI_execute("SELECT notify_ext._drop_detached_event_tables()", false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));

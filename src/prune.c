@@ -1,26 +1,21 @@
 /*
  * prune.c: what notify_ext.prune() takes from C.  The pruning itself is
- * SQL (_prune_all() in sql/code/40_retention.sql, see docs/retention.md);
- * prune() runs it with its own WAL compressed (see dropper.c), and reads
- * the day partitions of the event log and how many rows they hold from the
- * catalogs and the statistics, without planning a query.
+ * PL/pgSQL (sql/code/40_retention.sql, see docs/retention.md); it reads the
+ * day partitions of the event log and how many rows they hold from the
+ * catalogs and the statistics here, without planning a query.
  */
 #include "postgres.h"
 
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
-#include "utils/datum.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "dropper.h"
 #include "event_route.h"
 #include "extension.h"
 
@@ -91,29 +86,4 @@ notify_ext_day_partitions(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
-}
-
-/* notify_ext.prune() returns jsonb (SECURITY DEFINER; see docs/retention.md) */
-PG_FUNCTION_INFO_V1(notify_ext_prune);
-Datum
-notify_ext_prune(PG_FUNCTION_ARGS)
-{
-	int			nestlevel = NewGUCNestLevel();
-	MemoryContext cxt = CurrentMemoryContext;
-	Datum		result;
-	bool		isnull;
-
-	compress_own_wal(GUC_ACTION_SAVE);	/* until this function returns */
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT notify_ext._prune_all()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "notify_ext._prune_all() failed");
-	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	MemoryContextSwitchTo(cxt);
-	result = isnull ? (Datum) 0 : datumCopy(result, false, -1);
-	SPI_finish();
-	AtEOXact_GUC(true, nestlevel);
-	if (isnull)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(result);
 }

@@ -2,16 +2,22 @@
  * summarizer.c: summarizes the BRIN block ranges of the event log that
  * writers have left behind, in a background worker per database.
  *
- * The seq index of notify_ext.event_log is a minmax BRIN index, and a BRIN
- * scan reads every unsummarized block range in full.  Ranges must therefore
- * be summarized soon after they fill up, not whenever autovacuum gets round
- * to it.  Summarizing a range means reading all of its rows, about as much
- * work as writing them once more, so the writer that starts a new range
- * does not do it itself: it queues the range it left here, and a worker of
- * its database summarizes it.  The worker is started on demand and exits
- * when it has had nothing to do for a second, so that it never holds up a
- * DROP DATABASE for long.  When no worker can be started, or the queue is
- * full, the writer summarizes in place (see capture.c).
+ * The seq index of each partition is a minmax BRIN index, and a BRIN scan
+ * reads every unsummarized block range in full.  BRIN's own autosummarize
+ * leaves a filled range to autovacuum, which takes such work items once per
+ * autovacuum_naptime; until then every read near the head of the log reads
+ * all ranges filled since.  This worker summarizes each range as soon as
+ * the writers leave it, which is what keeps a consumer's fetch at the head
+ * cheap while writers insert (the figures are in docs/design.md, "Hand-built
+ * pieces").  Summarizing a range reads all of its rows, so the writer that
+ * starts a new range queues the one it left (event_write.c) instead of
+ * summarizing it; when no worker can be started, or the queue is full, it
+ * summarizes in place.  The worker is started on demand and exits after a
+ * second without work, so that it never holds up a DROP DATABASE for long.
+ * autosummarize stays on for whatever is missed.
+ *
+ * Each database with a worker has an entry, with its worker's latch and
+ * its queue, in a shared table keyed by database OID (shmem.c).
  */
 #include "postgres.h"
 
@@ -24,9 +30,9 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
+#include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
-#include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -38,51 +44,53 @@
 #include "shmem.h"
 #include "summarizer.h"
 
-/* Ranges waiting for a worker, for all databases. */
-#define SUMMARY_QUEUE_SIZE 512
-/* Databases with a worker at once. */
+/* Ranges waiting for a database's worker. */
+#define SUMMARY_QUEUE_SIZE 256
+/* Databases with a worker at once; a writer of any other summarizes itself. */
 #define SUMMARIZER_MAX_DATABASES 16
 /* A worker with nothing to do this long exits. */
 #define SUMMARIZER_IDLE_MS 1000
 /*
- * A slot whose worker has not attached this long after it was claimed is
- * given up: that worker failed to start (its database was dropped, or does
- * not accept connections) and will never take the database's requests.
+ * A database whose worker has not attached this long after a writer asked
+ * for it is given up: that worker failed to start (its database was being
+ * dropped, or did not accept connections) and will never take the
+ * requests.
  */
 #define SUMMARIZER_ATTACH_TIMEOUT_MS 10000
 
 typedef struct SummaryRequest
 {
-	Oid			dboid;
 	Oid			indexoid;
 	BlockNumber blk;			/* first block of the range */
 	BlockNumber per_range;		/* the index's pages_per_range */
 } SummaryRequest;
 
-typedef struct SummarizerSlot
+/* A database with a worker, started or asked for. */
+typedef struct SummarizerDatabase
 {
-	Oid			dboid;			/* InvalidOid: free */
+	Oid			dboid;			/* the key */
 	bool		running;		/* the worker has attached; latch is set */
 	Latch	   *latch;
-	TimestampTz claimed_at;		/* when a writer claimed it for dboid */
-} SummarizerSlot;
+	TimestampTz claimed_at;		/* when a writer asked for the worker */
+	int			nrequests;
+	SummaryRequest requests[SUMMARY_QUEUE_SIZE];
+} SummarizerDatabase;
 
 typedef struct SummarizerShared
 {
-	slock_t		mutex;
-	int			nrequests;
-	SummaryRequest requests[SUMMARY_QUEUE_SIZE];
-	SummarizerSlot slots[SUMMARIZER_MAX_DATABASES];
+	LWLock		lock;			/* guards the table of databases */
 } SummarizerShared;
 
 static SummarizerShared *shared = NULL;
+static HTAB *databases = NULL;	/* SummarizerDatabase by dboid */
 
 PGDLLEXPORT void notify_ext_summarizer_main(Datum arg);
 
 Size
 summarizer_shmem_size(void)
 {
-	return sizeof(SummarizerShared);
+	return add_size(sizeof(SummarizerShared),
+					shmem_database_table_size(sizeof(SummarizerDatabase), SUMMARIZER_MAX_DATABASES));
 }
 
 void
@@ -92,10 +100,10 @@ summarizer_shmem_init(void)
 
 	shared = ShmemInitStruct("notify_ext summarizer", sizeof(SummarizerShared), &found);
 	if (!found)
-	{
-		memset(shared, 0, sizeof(SummarizerShared));
-		SpinLockInit(&shared->mutex);
-	}
+		LWLockInitialize(&shared->lock, LWLockNewTrancheId());
+	LWLockRegisterTranche(shared->lock.tranche, "notify_ext summarizer");
+	databases = shmem_database_table("notify_ext summarizer databases", sizeof(SummarizerDatabase),
+									 SUMMARIZER_MAX_DATABASES);
 }
 
 static bool
@@ -109,40 +117,21 @@ start_summarizer(Oid dboid)
 						ObjectIdGetDatum(dboid), NULL, 0, false, &handle);
 }
 
-/* Drops the queued requests of database dboid; the caller holds the mutex. */
-static void
-forget_requests(Oid dboid)
-{
-	int			kept = 0;
-	int			i;
-
-	for (i = 0; i < shared->nrequests; i++)
-		if (shared->requests[i].dboid != dboid)
-			shared->requests[kept++] = shared->requests[i];
-	shared->nrequests = kept;
-}
-
 /*
- * Frees the slots whose worker never attached, with their databases'
- * requests (a writer of such a database claims a slot again and starts a
- * new worker).  The caller holds the mutex.
+ * Forgets the databases whose worker never attached, with their requests
+ * (a writer of such a database asks for a new worker).  The caller holds
+ * the lock exclusively.
  */
 static void
-free_abandoned_slots(TimestampTz now)
+forget_abandoned_databases(TimestampTz now)
 {
-	int			i;
+	HASH_SEQ_STATUS status;
+	SummarizerDatabase *db;
 
-	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
-	{
-		SummarizerSlot *slot = &shared->slots[i];
-
-		if (slot->dboid != InvalidOid && !slot->running &&
-			TimestampDifferenceExceeds(slot->claimed_at, now, SUMMARIZER_ATTACH_TIMEOUT_MS))
-		{
-			forget_requests(slot->dboid);
-			slot->dboid = InvalidOid;
-		}
-	}
+	hash_seq_init(&status, databases);
+	while ((db = hash_seq_search(&status)) != NULL)
+		if (!db->running && TimestampDifferenceExceeds(db->claimed_at, now, SUMMARIZER_ATTACH_TIMEOUT_MS))
+			hash_search(databases, &db->dboid, HASH_REMOVE, NULL);
 }
 
 /*
@@ -154,60 +143,58 @@ free_abandoned_slots(TimestampTz now)
 bool
 summarizer_request(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 {
-	SummarizerSlot *slot = NULL;
+	SummarizerDatabase *db;
 	Latch	   *latch = NULL;
 	bool		launch = false;
 	TimestampTz now;
-	int			i;
 
 	if (shared == NULL)
 		return false;
 
 	now = GetCurrentTimestamp();
-	SpinLockAcquire(&shared->mutex);
-	free_abandoned_slots(now);
-	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
-		if (shared->slots[i].dboid == MyDatabaseId)
-			slot = &shared->slots[i];
-	if (slot == NULL)
+	LWLockAcquire(&shared->lock, LW_EXCLUSIVE);
+	forget_abandoned_databases(now);
+	db = hash_search(databases, &MyDatabaseId, HASH_FIND, NULL);
+	if (db == NULL)
 	{
-		for (i = 0; i < SUMMARIZER_MAX_DATABASES && slot == NULL; i++)
-			if (shared->slots[i].dboid == InvalidOid)
-				slot = &shared->slots[i];
-		if (slot == NULL || shared->nrequests == SUMMARY_QUEUE_SIZE)
+		bool		found;
+
+		if (hash_get_num_entries(databases) < SUMMARIZER_MAX_DATABASES)
+			db = hash_search(databases, &MyDatabaseId, HASH_ENTER_NULL, &found);
+		if (db == NULL)
 		{
-			SpinLockRelease(&shared->mutex);
+			LWLockRelease(&shared->lock);
 			return false;
 		}
-		slot->dboid = MyDatabaseId;
-		slot->running = false;
-		slot->latch = NULL;
-		slot->claimed_at = now;
+		db->running = false;
+		db->latch = NULL;
+		db->claimed_at = now;
+		db->nrequests = 0;
 		launch = true;
 	}
-	if (shared->nrequests == SUMMARY_QUEUE_SIZE)
+	if (db->nrequests == SUMMARY_QUEUE_SIZE)
 	{
-		SpinLockRelease(&shared->mutex);
+		LWLockRelease(&shared->lock);
 		return false;
 	}
-	shared->requests[shared->nrequests].dboid = MyDatabaseId;
-	shared->requests[shared->nrequests].indexoid = indexoid;
-	shared->requests[shared->nrequests].blk = blk;
-	shared->requests[shared->nrequests].per_range = per_range;
-	shared->nrequests++;
-	if (slot->running)
-		latch = slot->latch;
-	SpinLockRelease(&shared->mutex);
+	db->requests[db->nrequests].indexoid = indexoid;
+	db->requests[db->nrequests].blk = blk;
+	db->requests[db->nrequests].per_range = per_range;
+	db->nrequests++;
+	if (db->running)
+		latch = db->latch;
+	LWLockRelease(&shared->lock);
 
 	if (latch != NULL)
 		SetLatch(latch);
 	if (launch && !start_summarizer(MyDatabaseId))
 	{
-		/* No worker: take back this database's requests and its slot. */
-		SpinLockAcquire(&shared->mutex);
-		forget_requests(MyDatabaseId);
-		slot->dboid = InvalidOid;
-		SpinLockRelease(&shared->mutex);
+		/* No worker: take back this database's entry and its requests. */
+		LWLockAcquire(&shared->lock, LW_EXCLUSIVE);
+		db = hash_search(databases, &MyDatabaseId, HASH_FIND, NULL);
+		if (db != NULL && !db->running)
+			hash_search(databases, &MyDatabaseId, HASH_REMOVE, NULL);
+		LWLockRelease(&shared->lock);
 		return false;
 	}
 	return true;
@@ -217,20 +204,19 @@ summarizer_request(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 static int
 take_requests(Oid dboid, SummaryRequest *out, int max)
 {
+	SummarizerDatabase *db;
 	int			n = 0;
-	int			kept = 0;
-	int			i;
 
-	SpinLockAcquire(&shared->mutex);
-	for (i = 0; i < shared->nrequests; i++)
+	LWLockAcquire(&shared->lock, LW_EXCLUSIVE);
+	db = hash_search(databases, &dboid, HASH_FIND, NULL);
+	if (db != NULL)
 	{
-		if (shared->requests[i].dboid == dboid && n < max)
-			out[n++] = shared->requests[i];
-		else
-			shared->requests[kept++] = shared->requests[i];
+		n = Min(max, db->nrequests);
+		memcpy(out, db->requests, sizeof(SummaryRequest) * n);
+		db->nrequests -= n;
+		memmove(db->requests, db->requests + n, sizeof(SummaryRequest) * db->nrequests);
 	}
-	shared->nrequests = kept;
-	SpinLockRelease(&shared->mutex);
+	LWLockRelease(&shared->lock);
 	return n;
 }
 
@@ -271,38 +257,32 @@ summarize_range_nowait(Oid indexoid, BlockNumber blk, BlockNumber per_range)
 
 static Oid	my_dboid = InvalidOid;
 
-/* Frees this worker's slot, if it still holds one; the caller holds the mutex. */
-static bool
-free_my_slot(void)
+/*
+ * Removes this worker's database entry, if it is still this worker's, with
+ * the requests queued there; the caller holds the lock exclusively.
+ */
+static void
+leave_database(void)
 {
-	bool		freed = false;
-	int			i;
+	SummarizerDatabase *db = hash_search(databases, &my_dboid, HASH_FIND, NULL);
 
-	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
-		if (shared->slots[i].dboid == my_dboid && shared->slots[i].latch == MyLatch)
-		{
-			shared->slots[i].dboid = InvalidOid;
-			shared->slots[i].running = false;
-			shared->slots[i].latch = NULL;
-			freed = true;
-		}
-	return freed;
+	if (db != NULL && db->running && db->latch == MyLatch)
+		hash_search(databases, &my_dboid, HASH_REMOVE, NULL);
 }
 
 /*
- * At exit.  A worker that leaves when idle has freed its slot already, and
- * requests queued since then belong to the next worker.  One that still
- * holds its slot was terminated (DROP DATABASE ... WITH (FORCE), say): the
- * requests it leaves go with it, or no one might ever take them.  A range
- * left unsummarized that way is summarized by autosummarize.
+ * At exit.  A worker that leaves when idle has removed its entry already,
+ * and requests queued since then belong to the next worker.  One that
+ * still has its entry was terminated (DROP DATABASE ... WITH (FORCE), say):
+ * the requests it leaves go with it, or no one might ever take them.  A
+ * range left unsummarized that way is summarized by autosummarize.
  */
 static void
-release_slot(int code, Datum arg)
+release_database(int code, Datum arg)
 {
-	SpinLockAcquire(&shared->mutex);
-	if (free_my_slot())
-		forget_requests(my_dboid);
-	SpinLockRelease(&shared->mutex);
+	LWLockAcquire(&shared->lock, LW_EXCLUSIVE);
+	leave_database();
+	LWLockRelease(&shared->lock);
 }
 
 void
@@ -310,6 +290,7 @@ notify_ext_summarizer_main(Datum arg)
 {
 	SummaryRequest batch[64];
 	TimestampTz idle_since;
+	SummarizerDatabase *db;
 	bool		attached = false;
 	int			i;
 
@@ -319,19 +300,18 @@ notify_ext_summarizer_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
 	pin_worker_search_path();
 
-	SpinLockAcquire(&shared->mutex);
-	for (i = 0; i < SUMMARIZER_MAX_DATABASES; i++)
-		if (shared->slots[i].dboid == my_dboid && !shared->slots[i].running)
-		{
-			shared->slots[i].running = true;
-			shared->slots[i].latch = MyLatch;
-			attached = true;
-			break;
-		}
-	SpinLockRelease(&shared->mutex);
+	LWLockAcquire(&shared->lock, LW_EXCLUSIVE);
+	db = hash_search(databases, &my_dboid, HASH_FIND, NULL);
+	if (db != NULL && !db->running)
+	{
+		db->running = true;
+		db->latch = MyLatch;
+		attached = true;
+	}
+	LWLockRelease(&shared->lock);
 	if (!attached)
 		proc_exit(0);			/* another worker serves this database */
-	before_shmem_exit(release_slot, (Datum) 0);
+	before_shmem_exit(release_database, (Datum) 0);
 
 	idle_since = GetCurrentTimestamp();
 	for (;;)
@@ -354,15 +334,15 @@ notify_ext_summarizer_main(Datum arg)
 		}
 		if (TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), SUMMARIZER_IDLE_MS))
 		{
-			bool		pending = false;
+			bool		pending;
 
 			/* Leave only when no request can be stranded. */
-			SpinLockAcquire(&shared->mutex);
-			for (i = 0; i < shared->nrequests && !pending; i++)
-				pending = (shared->requests[i].dboid == my_dboid);
+			LWLockAcquire(&shared->lock, LW_EXCLUSIVE);
+			db = hash_search(databases, &my_dboid, HASH_FIND, NULL);
+			pending = (db != NULL && db->nrequests > 0);
 			if (!pending)
-				free_my_slot();
-			SpinLockRelease(&shared->mutex);
+				leave_database();
+			LWLockRelease(&shared->lock);
 			if (!pending)
 				proc_exit(0);
 			continue;

@@ -221,15 +221,16 @@ BEGIN
 END
 $$;
 
--- In C (src/inbox.c), all or nothing: every item must be a JSON object (the
+-- In C (src/inbox_bulk.c), all or nothing: every item must be a JSON object (the
 -- first one that is not is named), then the items are checked in order and
 -- the first bad one rejects the call with 22023 "item N of items …" (counted
 -- from 0) before anything is created.  Types the recipient switched off are
 -- skipped (NULL at their position); the others get ids from
 -- notifications_id_seq in item order and are written straight into the
--- table, like COPY does (or by one INSERT ... SELECT FROM unnest(...) when
--- another trigger or forced RLS would act on it); the function then counts
--- and NOTIFYs them itself when the insert trigger would have fired.
+-- table, like COPY does, and counted and announced by the function itself;
+-- when another trigger or forced row-level security would act on the table,
+-- they go in by one INSERT ... SELECT FROM unnest(...) in item order, which
+-- the insert trigger counts and announces.
 CREATE OR REPLACE FUNCTION notify_ext.create_notifications_bulk(items jsonb) RETURNS bigint[]
     LANGUAGE c VOLATILE
     SECURITY DEFINER

@@ -145,10 +145,10 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext._count_missed_before_drop(regclass, timestamptz) FROM PUBLIC;
 
--- Internal: the pruning run; notify_ext.prune() runs it with its own WAL
--- compressed (src/prune.c).
-CREATE OR REPLACE FUNCTION notify_ext._prune_all() RETURNS jsonb
+-- The pruning run (docs/retention.md).
+CREATE OR REPLACE FUNCTION notify_ext.prune() RETURNS jsonb
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -364,13 +364,6 @@ BEGIN
         || CASE WHEN v_estimated THEN '{"events_from_vacuum_stats": true}'::jsonb ELSE '{}'::jsonb END;
 END
 $$;
-REVOKE ALL ON FUNCTION notify_ext._prune_all() FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION notify_ext.prune() RETURNS jsonb
-    LANGUAGE c
-    SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'notify_ext_prune';
 REVOKE ALL ON FUNCTION notify_ext.prune() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION notify_ext.prune() TO PUBLIC;
 

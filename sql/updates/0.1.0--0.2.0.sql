@@ -186,6 +186,11 @@ DROP FUNCTION notify_ext._webhook_in_scope(notify_ext.webhooks, text, text, text
 DROP FUNCTION notify_ext._webhook_check_list(text[], text);
 
 --------------------------------------------------------------------------
+-- prune() is the PL/pgSQL run itself (sql/code/40_retention.sql replaces
+-- the C function); the run it used to call goes.
+--------------------------------------------------------------------------
+DROP FUNCTION notify_ext._prune_all();
+
 -- Relays to NATS JetStream (see docs/relays.md)
 --------------------------------------------------------------------------
 CREATE TABLE notify_ext.relays (

@@ -127,6 +127,42 @@ def test_listener_gets_ids_within_a_second_and_fetches_its_own(login):
     refused(bob, "SELECT notify_ext.get_notification(NULL)", sqlstate="22023")
 
 
+@pytest.mark.parametrize("path", ["direct", "insert"])
+def test_bulk_announces_in_item_order_and_counts(login, db_dsn, path):
+    """create_notifications_bulk() announces each new notification in item
+    order and counts it, whether it writes its rows directly or, when
+    another trigger acts on an INSERT, through one."""
+    alice = login(ALICE)
+    channel = alice.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
+    alice.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    unread_before = alice.execute("SELECT notify_ext.unread_count()").fetchone()[0]
+    admin = psycopg.connect(db_dsn, autocommit=True)
+    try:
+        if path == "insert":
+            admin.execute("CREATE FUNCTION public.inbox_e2e_pass() RETURNS trigger LANGUAGE plpgsql "
+                          "AS 'BEGIN RETURN NEW; END'")
+            admin.execute("CREATE TRIGGER inbox_e2e_pass BEFORE INSERT ON notify_ext.notifications "
+                          "FOR EACH ROW EXECUTE FUNCTION public.inbox_e2e_pass()")
+        svc = login(SVC)
+        items = [{"user": ALICE if i % 3 else BOB, "notification": {"type": f"ORDER_{path}", "message": f"m{i}"}}
+                 for i in range(12)]
+        ids = svc.execute("SELECT notify_ext.create_notifications_bulk(%s)",
+                          (json.dumps(items),)).fetchone()[0]
+    finally:
+        admin.execute("DROP TRIGGER IF EXISTS inbox_e2e_pass ON notify_ext.notifications")
+        admin.execute("DROP FUNCTION IF EXISTS public.inbox_e2e_pass()")
+        admin.close()
+    assert ids == sorted(ids)
+    alices = [i for i, item in zip(ids, items) if item["user"] == ALICE]
+    got = collect(alice, 1.5)
+    assert [p for _, p, _ in got] == [f'{{"id": {i}}}' for i in alices], got
+    assert alice.execute("SELECT notify_ext.unread_count()").fetchone()[0] == unread_before + len(alices)
+    page = alice.execute("SELECT notify_ext.list_notifications(%s)", (f"ORDER_{path}",)).fetchone()[0]
+    assert page["itemsInTotal"] == len(alices)
+    assert [i["id"] for i in page["items"]] == sorted(alices, reverse=True)
+    svc.execute("SELECT notify_ext.delete_notifications(%s)", (ids,))
+
+
 def test_large_notification_is_announced_by_id(login):
     """Size makes no difference: the payload is the id, the content is fetched."""
     alice = login(ALICE)

@@ -7,7 +7,6 @@ import threading
 import time
 
 import psycopg
-import pytest
 from psycopg import sql
 
 DAYS_BACK = 10
@@ -186,72 +185,3 @@ def test_terminating_the_dropper_in_its_commit_is_safe(db, connect, admin_dsn):
         admin.close()
     assert db.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started_at
     assert db.execute("SELECT count(*) FROM notify_ext._detached_event_tables()").fetchone()[0] == 0
-
-
-@pytest.mark.parametrize("session_setting, expected_method", [("off", "zstd"), ("pglz", "pglz")])
-def test_prune_compresses_the_page_images_it_writes(db, connect, session_setting, expected_method):
-    """prune()'s WAL is mostly full-page images of catalog pages, which every
-    writer committing meanwhile has to flush: prune() compresses them (zstd
-    when the server has it) unless the session already compresses, and the
-    session's setting is what it was afterwards."""
-    load_expired_days(db)
-    db.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-    db.execute("CHECKPOINT")  # the first change to each page now writes its image
-    pruner = connect(autocommit=False)
-    pruner.execute(sql.SQL("SET wal_compression = {}").format(sql.Literal(session_setting)))
-    # Looking the function up may prune a pg_proc page (any reader does that).
-    pruner.execute("SELECT 'notify_ext.prune()'::regprocedure")
-    xid = pruner.execute("SELECT pg_current_xact_id()::xid::text").fetchone()[0]
-    start = pruner.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-    result = pruner.execute("SELECT notify_ext.prune()").fetchone()[0]
-    assert result["partitions"] > 0, result
-    assert pruner.execute("SHOW wal_compression").fetchone()[0] == session_setting
-    pruner.commit()
-    end = db.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-    # prune() detaches in a subtransaction: its xids are listed at commit.
-    commit = db.execute(
-        "SELECT description FROM pg_get_wal_records_info(%s, %s) "
-        "WHERE xid::text = %s AND resource_manager = 'Transaction' AND record_type = 'COMMIT'",
-        (start, end, xid)).fetchone()[0]
-    xids = [xid] + (commit.split("subxacts:")[1].split(";")[0].split() if "subxacts:" in commit else [])
-    images = db.execute(
-        "SELECT resource_manager || ' ' || record_type || ': ' || block_ref FROM pg_get_wal_records_info(%s, %s) "
-        "WHERE xid::text = ANY(%s) AND fpi_length > 0 "
-        "AND (resource_manager, record_type) <> ('Heap2', 'PRUNE')", (start, end, xids)).fetchall()
-    assert images, "prune() wrote no page images after a checkpoint"
-    uncompressed = [r[0] for r in images if f"method: {expected_method}" not in r[0]]
-    assert not uncompressed, uncompressed
-
-
-def test_the_dropper_shortens_a_large_table_before_dropping_it(db, connect):
-    """Removing a large file at once holds up other backends' WAL flushes:
-    the dropper truncates each detached table from the end, 32 MB at a
-    time, and only then drops it."""
-    step = 32 * 1024 * 1024 // 8192
-    db.execute("SELECT notify_ext.create_event_partitions(7, %s)", (DAYS_BACK,))
-    db.execute(
-        "INSERT INTO notify_ext.event_log (seq, occurred_at, stream, operation, actor, payload) "
-        "SELECT 900000000000000 + g, now() - interval '9 days', 'e2e.fast', 'old', 'e2e', "
-        "json_build_object('pad', repeat('x', 200)) FROM generate_series(1, 160000) g")
-    load_expired_days(db)
-    big = db.execute(
-        "SELECT rel::text, pg_relation_filenode(rel)::text, pg_relation_size(rel) / 8192 "
-        "FROM notify_ext._day_partitions() WHERE upper_bound <= now() - interval '7 days' "
-        "ORDER BY pg_relation_size(rel) DESC LIMIT 1").fetchone()
-    assert big[2] > step, big  # more than one step
-    start = db.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-    result = db.execute("SELECT notify_ext.prune()").fetchone()[0]
-    assert result["partitions"] == DAYS_BACK - 7, result
-    deadline = time.monotonic() + 20
-    while db.execute("SELECT count(*) FROM notify_ext._detached_event_tables()").fetchone()[0]:
-        assert time.monotonic() < deadline, "the detached tables were not dropped"
-        time.sleep(0.1)
-    end = db.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-    db.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-    steps = [int(r[0].split(" to ")[1].split()[0]) for r in db.execute(
-        "SELECT description FROM pg_get_wal_records_info(%s, %s) "
-        "WHERE resource_manager = 'Storage' AND record_type = 'TRUNCATE' AND description LIKE %s "
-        "ORDER BY start_lsn", (start, end, f"%/{big[1]} to %")).fetchall()]
-    assert len(steps) >= 2 and steps[-1] == 0, steps
-    assert steps == sorted(steps, reverse=True), steps
-    assert all(a - b <= step for a, b in zip([big[2]] + steps, steps)), steps

@@ -45,3 +45,7 @@ DELETE FROM notify_ext.resources WHERE id = 'arg_root';
 SELECT notify_ext.event_message(1, 's', 'op', NULL, NULL, NULL, 'infinity', 'a', '{}', NULL) ->> 'occurred_at';
 SELECT notify_ext.event_message(1, 's', 'op', NULL, NULL, NULL, '-infinity', 'a', '{}', NULL) ->> 'occurred_at';
 SELECT regress_try($$SELECT notify_ext.event_message(7, 's', 'op', NULL, NULL, NULL, '4714-11-24 00:00:00+00 BC', 'a', '{}', NULL)$$);
+
+-- The bulk call too.
+SELECT regress_try(format($$SELECT notify_ext.create_notifications_bulk(%L)$$,
+    jsonb_build_array(jsonb_build_object('user', repeat('u', 1025), 'notification', '{"type": "T", "message": "m"}'::jsonb))));

@@ -282,7 +282,8 @@ SELECT count(*) = 200 AS all_counts_exact
 DELETE FROM notify_ext.notifications WHERE recipient LIKE 'regress\_f%';
 
 -- Bulk rows are written straight into the table unless something else acts
--- on an INSERT: then they go through one, and the other trigger sees them.
+-- on an INSERT: then they go through one, in item order, and the other
+-- trigger sees them.
 CREATE FUNCTION pg_temp.saw_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE NOTICE 'row trigger saw % for %', NEW.message, NEW.recipient;
