@@ -31,6 +31,7 @@ PYTHON=/usr/bin/python3
 REQUIRED_PACKAGES=(
 	postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
 	libsodium-dev libcurl4-openssl-dev
+	nats-server libnats-dev openssl
 	postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-pgq3
 	python3-psycopg python3-pytest
 	nodejs chromium

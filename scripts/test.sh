@@ -3,7 +3,9 @@
 # runs every test suite against it:
 #   regress    pg_regress, test/sql/*.sql against test/expected/*.out
 #   isolation  pg_isolation_regress, test/specs/*.spec against test/expected/*.out
-#   e2e        pytest, test/e2e/test_*.py
+#   e2e        pytest, test/e2e/test_*.py (the relay tests start their own
+#              nats-server with JetStream per module, on 127.0.0.1 and a free
+#              port, its store in the run directory, and stop it after)
 #   python     pytest, clients/python/tests/test_*.py (the Python client)
 #   node       node --test, clients/node/test/*.test.js (the Node.js client)
 #   browser    node --test, examples/inbox-web/test/*.test.js (the inbox page

@@ -23,6 +23,7 @@
 #include "settings.h"
 #include "ordering.h"
 #include "principal.h"
+#include "relay.h"
 #include "resource_path.h"
 #include "shmem.h"
 #include "summarizer.h"
@@ -52,6 +53,11 @@ int			webhook_concurrency = 128;
 int			webhook_endpoint_concurrency = 32;
 char	   *webhook_retry_schedule = NULL;
 char	   *webhook_denied_networks = NULL;
+int			relay_max_in_flight = 4096;
+int			relay_ack_timeout_ms = 10000;
+int			relay_connect_timeout_ms = 2000;
+int			relay_retry_max_ms = 30000;
+int			relay_duplicate_window_s = 120;
 
 /*
  * Parses an interval as interval_in() does, without raising errors (check
@@ -311,6 +317,46 @@ define_settings(void)
 							   "",
 							   PGC_SUSET, 0,
 							   webhook_check_denied_networks, webhook_assign_denied_networks, NULL);
+
+	DefineCustomIntVariable("notify_ext.relay_max_in_flight",
+							"Messages one relay publishes ahead of their PubAcks.",
+							"A relay publishes asynchronously, pipelined; it stops reading events "
+							"while this many messages wait for their acknowledgement.",
+							&relay_max_in_flight,
+							4096, 1, 1000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("notify_ext.relay_ack_timeout",
+							"How long a relay waits for the PubAck of a message.",
+							"A PubAck that has not come by then ends the relay's connection; the relay "
+							"connects again and publishes from its position, and JetStream drops the repeats.",
+							&relay_ack_timeout_ms,
+							10000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("notify_ext.relay_connect_timeout",
+							"How long a relay waits for a NATS server to accept a connection.",
+							NULL,
+							&relay_connect_timeout_ms,
+							2000, 100, 600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("notify_ext.relay_retry_max",
+							"The longest wait before a failing relay tries again.",
+							"A relay whose connection or publishing failed tries again after 0.5 s, "
+							"doubling the wait after each failure up to this.",
+							&relay_retry_max_ms,
+							30000, 500, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("notify_ext.relay_duplicate_window",
+							"The duplicate window of the streams that relays create.",
+							"For create_relay(..., ensure_stream => true): JetStream drops a message "
+							"whose Nats-Msg-Id it has stored within this window.",
+							&relay_duplicate_window_s,
+							120, 1, 7 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
 }
 
 void
@@ -326,6 +372,7 @@ _PG_init(void)
 	event_buffer_init();
 	wakeup_init();
 	webhook_init();
+	relay_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
@@ -335,6 +382,8 @@ _PG_init(void)
 	shmem_add(wakeup_shmem_size, wakeup_shmem_init);
 	shmem_add(summarizer_shmem_size, summarizer_shmem_init);
 	shmem_add(webhook_shmem_size, webhook_shmem_init);
+	shmem_add(relay_shmem_size, relay_shmem_init);
 	shmem_install_hooks();
 	webhook_register_launcher();
+	relay_register_launcher();
 }

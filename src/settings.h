@@ -33,6 +33,13 @@ extern int	webhook_endpoint_concurrency;
 extern char *webhook_retry_schedule;
 extern char *webhook_denied_networks;
 
+/* Relays */
+extern int	relay_max_in_flight;
+extern int	relay_ack_timeout_ms;
+extern int	relay_connect_timeout_ms;
+extern int	relay_retry_max_ms;
+extern int	relay_duplicate_window_s;
+
 #define WEBHOOK_DEFAULT_RETRY_SCHEDULE "5s, 5min, 30min, 2h, 5h, 10h, 10h"
 
 #endif							/* NOTIFY_EXT_SETTINGS_H */

@@ -66,13 +66,15 @@ REVOKE ALL ON FUNCTION notify_ext._start_event_table_dropper() FROM PUBLIC;
 -- Internal: before the events of a partition (all of them, or those that
 -- occurred before older_than) are removed, adds to each stream consumer's
 -- `missed` how many of them were in its scope and never delivered to it
--- (seq above its delivered_upto).  Returns the sum added.
+-- (seq above its delivered_upto), and to each relay's `missed` how many
+-- of them were in its scope and not yet in its stream (seq above its
+-- position).  Returns the sum added.
 --
--- Only consumers behind the partition's last event are looked at, and their
--- rows are locked first (FOR UPDATE, under the caller's lock_timeout): a
--- fetch of such a consumer waits until the removal commits, so nothing is
--- counted that is delivered meanwhile.  Consumers that kept up are neither
--- locked nor scanned.
+-- Only consumers and relays behind the partition's last event are looked
+-- at, and their rows are locked first (FOR UPDATE, under the caller's
+-- lock_timeout): a fetch of such a consumer, or a relay worker recording
+-- its progress, waits until the removal commits.  Those that kept up are
+-- neither locked nor scanned.
 CREATE OR REPLACE FUNCTION notify_ext._count_missed_before_drop(partition regclass,
                                                      older_than timestamptz DEFAULT NULL)
     RETURNS bigint
@@ -85,7 +87,8 @@ DECLARE
 BEGIN
     EXECUTE pg_catalog.format('SELECT max(seq) FROM %s', partition) INTO v_max;
     IF v_max IS NULL
-       OR NOT EXISTS (SELECT 1 FROM notify_ext.consumers c WHERE c.delivered_upto < v_max) THEN
+       OR (NOT EXISTS (SELECT 1 FROM notify_ext.consumers c WHERE c.delivered_upto < v_max)
+           AND NOT EXISTS (SELECT 1 FROM notify_ext.relays r WHERE r.position < v_max)) THEN
         RETURN 0;
     END IF;
     EXECUTE pg_catalog.format($q$
@@ -113,6 +116,30 @@ BEGIN
             RETURNING counts.n)
         SELECT COALESCE(sum(upd.n), 0)::bigint FROM upd$q$, partition)
         INTO v_total USING v_max, older_than;
+    EXECUTE pg_catalog.format($q$
+        WITH lagging AS MATERIALIZED (
+            SELECT r.id, r.position, r.resource_id, r.include_subresources, r.streams, r.operations
+              FROM notify_ext.relays r
+             WHERE r.position < $1
+             ORDER BY r.id
+               FOR UPDATE),
+        counts AS (
+            SELECT r.id,
+                   (SELECT count(*) FROM %s e
+                     WHERE e.seq > r.position
+                       AND ($2::timestamptz IS NULL OR e.occurred_at < $2)
+                       AND notify_ext._in_scope(r.resource_id, r.include_subresources, r.streams,
+                                                r.operations, NULL, e.resource_id,
+                                                e.resource_path, e.stream, e.operation,
+                                                e.occurred_at)) AS n
+              FROM lagging r),
+        upd AS (
+            UPDATE notify_ext.relays r SET missed = r.missed + counts.n
+              FROM counts
+             WHERE r.id = counts.id AND counts.n > 0
+            RETURNING counts.n)
+        SELECT $3 + COALESCE(sum(upd.n), 0)::bigint FROM upd$q$, partition)
+        INTO v_total USING v_max, older_than, v_total;
     RETURN v_total;
 END
 $$;
@@ -275,11 +302,14 @@ BEGIN
                 v_rows := v_rows + v_n;
             END LOOP;
         END IF;
-        -- Consumers that may have missed some of these events: none when
-        -- every consumer got past the newest of them (the usual case; then
-        -- no consumer row is locked or scanned).
+        -- Consumers and relays that may have missed some of these events:
+        -- none when every one got past the newest of them (the usual case;
+        -- then no consumer or relay row is locked or scanned).
         v_lagging := false;
-        SELECT min(c.delivered_upto) INTO v_min_delivered FROM notify_ext.consumers c;
+        SELECT min(x.upto) INTO v_min_delivered
+          FROM (SELECT min(c.delivered_upto) AS upto FROM notify_ext.consumers c
+                UNION ALL
+                SELECT min(r.position) FROM notify_ext.relays r) x;
         IF v_min_delivered IS NOT NULL THEN
             EXECUTE 'SELECT max(m) FROM (' || (
                 SELECT pg_catalog.string_agg(pg_catalog.format('SELECT max(seq) AS m FROM %s', r), ' UNION ALL ')
