@@ -20,10 +20,10 @@
 #include "capture.h"
 #include "event_buffer.h"
 #include "extension.h"
+#include "launcher.h"
 #include "settings.h"
 #include "ordering.h"
 #include "principal.h"
-#include "relay.h"
 #include "resource_path.h"
 #include "shmem.h"
 #include "summarizer.h"
@@ -371,8 +371,7 @@ _PG_init(void)
 	capture_init();
 	event_buffer_init();
 	wakeup_init();
-	webhook_init();
-	relay_init();
+	launcher_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
@@ -381,9 +380,7 @@ _PG_init(void)
 	shmem_add(resource_path_shmem_size, resource_path_shmem_init);
 	shmem_add(wakeup_shmem_size, wakeup_shmem_init);
 	shmem_add(summarizer_shmem_size, summarizer_shmem_init);
-	shmem_add(webhook_shmem_size, webhook_shmem_init);
-	shmem_add(relay_shmem_size, relay_shmem_init);
+	shmem_add(launcher_shmem_size, launcher_shmem_init);
 	shmem_install_hooks();
-	webhook_register_launcher();
-	relay_register_launcher();
+	launcher_register();
 }

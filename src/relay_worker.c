@@ -72,6 +72,7 @@
 
 #include "event_message.h"
 #include "extension.h"
+#include "launcher.h"
 #include "nkey.h"
 #include "ordering.h"
 #include "relay.h"
@@ -1203,7 +1204,7 @@ exit_if_idle(void)
 {
 	if (nrelays > 0)
 		return;
-	if (relay_worker_detach_if(loaded_generation))
+	if (db_worker_detach_if(loaded_generation))
 	{
 		elog(DEBUG1, "notify_ext relay worker: no relays to run, exiting");
 		proc_exit(0);
@@ -1237,7 +1238,7 @@ notify_ext_relay_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	if (!relay_worker_attach(dboid, &loaded_generation))
+	if (!db_worker_attach(DB_WORKER_RELAYS, dboid, &loaded_generation))
 		proc_exit(0);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
@@ -1318,7 +1319,7 @@ notify_ext_relay_worker_main(Datum main_arg)
 			pub_opts.MaxWait = relay_ack_timeout_ms;
 		}
 
-		gen = relay_worker_generation();
+		gen = db_worker_generation();
 		reload = first || gen != loaded_generation;
 
 		/* PubAcks, broken sessions, connections due. */

@@ -70,6 +70,7 @@
 
 #include "extension.h"
 #include "keys.h"
+#include "launcher.h"
 #include "ordering.h"
 #include "principal.h"
 #include "settings.h"
@@ -180,7 +181,6 @@ typedef struct Sock
 } Sock;
 
 static Oid	my_dboid;
-static WebhookDb *my_db;
 static MemoryContext worker_cxt;
 static HTAB *webhooks;
 static HTAB *tokens;
@@ -1422,18 +1422,6 @@ start_claimed(Claimed *claimed, int n)
 		pfree(claimed);
 }
 
-static void
-on_worker_exit(int code, Datum arg)
-{
-	SpinLockAcquire(&webhook_shared->mutex);
-	if (my_db != NULL && my_db->pid == MyProcPid)
-	{
-		my_db->pid = 0;
-		my_db->latch = NULL;
-	}
-	SpinLockRelease(&webhook_shared->mutex);
-}
-
 static bool
 extension_ready(void)
 {
@@ -1456,20 +1444,9 @@ extension_ready(void)
 static void
 exit_if_idle(void)
 {
-	bool		leave = false;
-
 	if (nactive > 0 || ntransfers > 0 || nresults > 0)
 		return;
-	SpinLockAcquire(&webhook_shared->mutex);
-	if (my_db->generation == loaded_generation)
-	{
-		my_db->wanted = false;
-		my_db->pid = 0;
-		my_db->latch = NULL;
-		leave = true;
-	}
-	SpinLockRelease(&webhook_shared->mutex);
-	if (leave)
+	if (db_worker_detach_if(loaded_generation))
 	{
 		elog(DEBUG1, "notify_ext webhook worker: no active webhooks in database %u, exiting", my_dboid);
 		proc_exit(0);
@@ -1488,18 +1465,8 @@ notify_ext_webhook_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	/* One worker per database. */
-	SpinLockAcquire(&webhook_shared->mutex);
-	my_db = webhook_db_slot(my_dboid, true);
-	if (my_db == NULL || (my_db->pid != 0 && my_db->pid != MyProcPid))
-	{
-		SpinLockRelease(&webhook_shared->mutex);
+	if (!db_worker_attach(DB_WORKER_WEBHOOKS, my_dboid, &loaded_generation))
 		proc_exit(0);
-	}
-	my_db->pid = MyProcPid;
-	my_db->latch = MyLatch;
-	loaded_generation = my_db->generation;
-	SpinLockRelease(&webhook_shared->mutex);
-	before_shmem_exit(on_worker_exit, 0);
 
 	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
 	pgstat_report_appname("notify_ext webhook worker");
@@ -1574,9 +1541,7 @@ notify_ext_webhook_worker_main(Datum main_arg)
 			note_denied_networks();
 		}
 
-		SpinLockAcquire(&webhook_shared->mutex);
-		gen = my_db->generation;
-		SpinLockRelease(&webhook_shared->mutex);
+		gen = db_worker_generation();
 
 		now = GetCurrentTimestamp();
 		reload = first || gen != loaded_generation;
