@@ -24,7 +24,9 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "catalog/pg_database.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -37,6 +39,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -330,6 +333,41 @@ db_worker_detach_if(uint64 generation)
 	}
 	LWLockRelease(&launcher_shared->lock);
 	return leave;
+}
+
+/*
+ * Leaves when this database has no notify_ext, or one of a version without
+ * function `needed`, unless the kind's configuration changed meanwhile:
+ * then exits with an error code so that the launcher starts it again.
+ */
+void
+db_worker_leave_unless_installed(const char *needed, uint64 generation)
+{
+	int			ret;
+	bool		ready;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ret = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_proc p "
+								"JOIN pg_catalog.pg_extension x ON x.extnamespace = p.pronamespace "
+								"WHERE x.extname = 'notify_ext' AND p.proname = $1",
+								1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(needed)},
+								NULL, true, 0);
+	ready = ret == SPI_OK_SELECT && SPI_processed > 0;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	if (ready)
+		return;
+	if (db_worker_detach_if(generation))
+	{
+		elog(DEBUG1, "%s: notify_ext is not installed in database %u, exiting",
+			 kind_info[worker_kind].type, MyDatabaseId);
+		proc_exit(0);
+	}
+	proc_exit(1);
 }
 
 /* ---------------------------------------------------------------------

@@ -50,6 +50,12 @@ extern uint64 db_worker_generation(void);
 /* Gives up the entry when nothing changed since generation; false otherwise. */
 extern bool db_worker_detach_if(uint64 generation);
 
+/*
+ * For a worker connected to its database: leaves unless notify_ext is
+ * installed there with function `needed`.
+ */
+extern void db_worker_leave_unless_installed(const char *needed, uint64 generation);
+
 extern PGDLLEXPORT void notify_ext_launcher_main(Datum main_arg);
 
 #endif							/* NOTIFY_EXT_LAUNCHER_H */

@@ -1188,17 +1188,6 @@ needs_record(Relay *r, TimestampTz now)
  * The worker
  * --------------------------------------------------------------------- */
 
-static bool
-extension_ready(void)
-{
-	int			ret;
-
-	ret = SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
-					  "JOIN pg_catalog.pg_extension x ON x.extnamespace = n.oid AND x.extname = 'notify_ext' "
-					  "WHERE n.nspname = 'notify_ext' AND p.proname = '_relay_config'", true, 0);
-	return ret == SPI_OK_SELECT && SPI_processed == 1;
-}
-
 static void
 exit_if_idle(void)
 {
@@ -1282,23 +1271,7 @@ notify_ext_relay_worker_main(Datum main_arg)
 	}
 
 	/* Nothing to do in a database without notify_ext (or an old version). */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!extension_ready())
-	{
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		nrelays = 0;
-		exit_if_idle();
-		/* relays changed meanwhile: let the launcher start us again */
-		proc_exit(1);
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	db_worker_leave_unless_installed("_relay_config", loaded_generation);
 
 	for (;;)
 	{

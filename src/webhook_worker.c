@@ -1422,24 +1422,6 @@ start_claimed(Claimed *claimed, int n)
 		pfree(claimed);
 }
 
-static bool
-extension_ready(void)
-{
-	int			ret;
-	bool		ok;
-
-	ret = SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'notify_ext'", true, 0);
-	ok = ret == SPI_OK_SELECT && SPI_processed == 1;
-	if (ok)
-	{
-		/* Installed, but at a version without the functions this worker calls? */
-		ret = SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
-						  "WHERE n.nspname = 'notify_ext' AND p.proname = '_webhook_due'", true, 0);
-		ok = ret == SPI_OK_SELECT && SPI_processed == 1;
-	}
-	return ok;
-}
-
 /* Leaves when there is nothing to do, unless webhooks just changed. */
 static void
 exit_if_idle(void)
@@ -1502,23 +1484,7 @@ notify_ext_webhook_worker_main(Datum main_arg)
 	note_denied_networks();
 
 	/* Nothing to do in a database without notify_ext (or an old version). */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!extension_ready())
-	{
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		nactive = 0;
-		exit_if_idle();
-		/* webhooks changed meanwhile: let the launcher start us again */
-		proc_exit(1);
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	db_worker_leave_unless_installed("_webhook_due", loaded_generation);
 
 	for (;;)
 	{

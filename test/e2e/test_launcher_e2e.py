@@ -120,3 +120,21 @@ def test_dropped_database_is_forgotten(admin, other_db):
         tail = log.read().decode(errors="replace")
     assert not re.search(rf"database {oid} does not exist", tail), tail
     assert not re.search(rf"could not start a \w+ worker for database {oid}\b", tail), tail
+
+
+def test_workers_leave_databases_without_work(admin, db):
+    """A new launcher does not know which databases have webhooks or relays,
+    so it starts both kinds everywhere; each leaves cleanly (exit code 0)
+    where notify_ext is missing or nothing is configured."""
+    (launcher,) = workers(admin)["notify_ext launcher"]
+    log_start = open(PGLOG, "rb").seek(0, 2)
+    admin.execute("SELECT pg_terminate_backend(%s)", (launcher,))
+    wait_for("a new launcher", lambda: (
+        pids := workers(admin).get("notify_ext launcher")) and pids != [launcher])
+    wait_for("the workers to leave", lambda: set(workers(admin)) == {"notify_ext launcher"})
+    time.sleep(2)
+    assert set(workers(admin)) == {"notify_ext launcher"}
+    with open(PGLOG, "rb") as log:
+        log.seek(log_start)
+        tail = log.read().decode(errors="replace")
+    assert not re.search(r'"notify_ext (webhook|relay) worker" \(PID \d+\) exited with exit code', tail), tail
