@@ -93,6 +93,12 @@
 #define SAFETY_SCAN_MS 30000
 /* The first retry after a failure; it doubles up to notify_ext.relay_retry_max. */
 #define FIRST_RETRY_MS 500
+/*
+ * Room for a message's headers other than Notify-Operation, and for the
+ * server's own: Nats-Msg-Id, Notify-Seq, Notify-Omitted and
+ * Nats-Expected-Stream (a stream name has at most 255 bytes).
+ */
+#define MESSAGE_OVERHEAD 1024
 /* Where Debian keeps the system's CA certificates. */
 #define SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
@@ -971,6 +977,7 @@ publish(Relay *r, EventFields *e, StringInfo subject, StringInfo body, StringInf
 	bool	   *pnulls = NULL;
 	int			npath = 0;
 	Datum		only;
+	bool		omitted;
 
 	resetStringInfo(subject);
 	resetStringInfo(body);
@@ -994,6 +1001,22 @@ publish(Relay *r, EventFields *e, StringInfo subject, StringInfo body, StringInf
 	(void) JsonbToCString(body, &jb->root, VARSIZE(jb));
 	relay_header_value(hdr, VARDATA_ANY(e->operation), VARSIZE_ANY_EXHDR(e->operation));
 
+	/*
+	 * The server refuses a message larger than its max_payload, again after
+	 * every reconnect: such an event would stop the relay for good.  It is
+	 * published with its seq only, marked, and stays in PostgreSQL.
+	 */
+	omitted = body->len + hdr->len + MESSAGE_OVERHEAD > natsConnection_GetMaxPayload(r->nc);
+	if (omitted)
+	{
+		ereport(LOG,
+				(errmsg("notify_ext relay \"%s\": event " INT64_FORMAT " is larger than the NATS server's "
+						"max_payload (%d bytes); publishing it without its content",
+						r->name, e->seq, body->len)));
+		resetStringInfo(body);
+		appendStringInfo(body, "{\"seq\": " INT64_FORMAT ", \"omitted\": true}", e->seq);
+	}
+
 	s = natsMsg_Create(&msg, subject->data, NULL, body->data, body->len);
 	if (s == NATS_OK)
 	{
@@ -1006,6 +1029,8 @@ publish(Relay *r, EventFields *e, StringInfo subject, StringInfo body, StringInf
 			s = natsMsgHeader_Set(msg, "Notify-Seq", seqtext);
 		if (s == NATS_OK)
 			s = natsMsgHeader_Set(msg, "Notify-Operation", hdr->data);
+		if (s == NATS_OK && omitted)
+			s = natsMsgHeader_Set(msg, "Notify-Omitted", "max_payload");
 	}
 	if (s != NATS_OK)
 	{
