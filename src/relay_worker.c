@@ -420,7 +420,11 @@ fail(Relay *r, const char *error)
 {
 	int64		delay;
 
-	if (r->js != NULL || r->nc != NULL)
+	/*
+	 * A session that failed before it connected still has its keys (an
+	 * NKey seed, a JWT): wipe and free them now, not at the next connect.
+	 */
+	if (r->js != NULL || r->nc != NULL || r->keys != NULL)
 		end_session(r);
 	r->failures++;
 	delay = (int64) FIRST_RETRY_MS << Min(r->failures - 1, 20);
@@ -823,7 +827,7 @@ set_tls(Relay *r, natsOptions *opts)
 
 /* Connects (blocking for at most notify_ext.relay_connect_timeout per server). */
 static void
-start_session(Relay *r)
+connect_relay(Relay *r)
 {
 	natsOptions *opts = NULL;
 	natsConnection *nc = NULL;
@@ -900,6 +904,23 @@ start_session(Relay *r)
 	if (r->failures == 0)
 		set_state(r, RS_PUBLISHING, NULL);
 	ereport(DEBUG1, (errmsg("notify_ext relay \"%s\" connected", r->name)));
+}
+
+/*
+ * connect_relay() in a memory context of its own: it runs outside any
+ * transaction, again after every failure, and what it allocates (messages,
+ * a copy of the credentials) must not pile up in TopMemoryContext.
+ */
+static void
+start_session(Relay *r)
+{
+	MemoryContext cxt = AllocSetContextCreate(worker_cxt, "notify_ext relay connect",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	connect_relay(r);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
 }
 
 /* Moves the acknowledged prefix on; ends a broken session. */
