@@ -34,12 +34,28 @@ notify_ext_relay_worker_available(PG_FUNCTION_ARGS)
  * Checks of a relay's configuration
  * --------------------------------------------------------------------- */
 
+/*
+ * The URL with what comes before an '@' (a user name, password or token)
+ * replaced by "***", for messages: they go to the server log.
+ */
+static char *
+server_for_message(const char *url)
+{
+	const char *at = strrchr(url, '@');
+	const char *start = strstr(url, "://");
+
+	if (at == NULL)
+		return pstrdup(url);
+	start = (start != NULL && start < at) ? start + 3 : url;
+	return psprintf("%.*s***%s", (int) (start - url), url, at);
+}
+
 static void
 bad_server(const char *url, const char *why)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("server URL \"%s\" is not valid for a relay: %s", url, why),
+			 errmsg("server URL \"%s\" is not valid for a relay: %s", server_for_message(url), why),
 			 errhint("Give nats://host:port, or tls://host:port for TLS; user names, passwords and "
 					 "tokens belong in the auth argument.")));
 }

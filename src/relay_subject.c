@@ -44,21 +44,39 @@ append_token(StringInfo buf, const char *s, int len)
 	}
 }
 
+/* Appends one token of the operation: escaped, or "%+" when too long. */
+static void
+append_operation_token(StringInfo buf, const char *s, int len)
+{
+	int			before = buf->len;
+
+	append_token(buf, s, len);
+	if (buf->len - before > RELAY_OPERATION_TOKEN_MAX)
+	{
+		buf->len = before;
+		buf->data[before] = '\0';
+		appendStringInfoString(buf, "%+");
+	}
+}
+
 void
 relay_subject(StringInfo buf, const char *prefix, const char *operation, int oplen,
 			  Datum *path, int npath)
 {
-	int			start = 0;
 	int			start_len = buf->len;
+	int			last_dot = -1;
 
 	appendStringInfoString(buf, prefix);
-	for (int i = 0; i <= oplen; i++)
-		if (i == oplen || operation[i] == '.')
-		{
-			appendStringInfoChar(buf, '.');
-			append_token(buf, operation + start, i - start);
-			start = i + 1;
-		}
+	for (int i = 0; i < oplen; i++)
+		if (operation[i] == '.')
+			last_dot = i;
+	appendStringInfoChar(buf, '.');
+	if (last_dot < 0)
+		appendStringInfoChar(buf, '%');
+	else
+		append_operation_token(buf, operation, last_dot);
+	appendStringInfoChar(buf, '.');
+	append_operation_token(buf, operation + last_dot + 1, oplen - last_dot - 1);
 	for (int i = 0; i < npath; i++)
 	{
 		text	   *id = DatumGetTextPP(path[i]);
@@ -79,10 +97,17 @@ relay_subject(StringInfo buf, const char *prefix, const char *operation, int opl
 void
 relay_header_value(StringInfo buf, const char *value, int len)
 {
+	int			start_len = buf->len;
+
 	for (int i = 0; i < len; i++)
 	{
 		unsigned char c = (unsigned char) value[i];
 
+		if (buf->len - start_len > RELAY_HEADER_VALUE_MAX - 3)
+		{
+			appendStringInfoString(buf, "%+");
+			break;
+		}
 		if (c < ' ' || c == 0x7f || c == '%')
 		{
 			appendStringInfoChar(buf, '%');
@@ -168,12 +193,12 @@ notify_ext_relay_subject_token(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("token \"%.*s\" ends in the middle of an escape", len, s),
-					 errhint("Escapes are %% and two hex digits; \"%%+\" marks a path cut short.")));
+					 errhint("Escapes are %% and two hex digits; \"%%+\" marks a token or a path cut short.")));
 		if (hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("token \"%.*s\" has an escape that is not %% and two hex digits", len, s),
-					 errhint("\"%%+\" marks a path cut short; it stands for no id.")));
+					 errhint("\"%%+\" marks a token or a path cut short; it stands for no text.")));
 		appendStringInfoChar(&buf, (char) (hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
 		i += 2;
 	}

@@ -94,6 +94,12 @@
 #define SAFETY_SCAN_MS 30000
 /* The first retry after a failure; it doubles up to notify_ext.relay_retry_max. */
 #define FIRST_RETRY_MS 500
+/*
+ * Room for a message's headers other than Notify-Operation, and for the
+ * server's own: Nats-Msg-Id, Notify-Seq, Notify-Omitted and
+ * Nats-Expected-Stream (a stream name has at most 255 bytes).
+ */
+#define MESSAGE_OVERHEAD 1024
 /* Where Debian keeps the system's CA certificates. */
 #define SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
@@ -415,7 +421,11 @@ fail(Relay *r, const char *error)
 {
 	int64		delay;
 
-	if (r->js != NULL || r->nc != NULL)
+	/*
+	 * A session that failed before it connected still has its keys (an
+	 * NKey seed, a JWT): wipe and free them now, not at the next connect.
+	 */
+	if (r->js != NULL || r->nc != NULL || r->keys != NULL)
 		end_session(r);
 	r->failures++;
 	delay = (int64) FIRST_RETRY_MS << Min(r->failures - 1, 20);
@@ -818,7 +828,7 @@ set_tls(Relay *r, natsOptions *opts)
 
 /* Connects (blocking for at most notify_ext.relay_connect_timeout per server). */
 static void
-start_session(Relay *r)
+connect_relay(Relay *r)
 {
 	natsOptions *opts = NULL;
 	natsConnection *nc = NULL;
@@ -897,6 +907,23 @@ start_session(Relay *r)
 	ereport(DEBUG1, (errmsg("notify_ext relay \"%s\" connected", r->name)));
 }
 
+/*
+ * connect_relay() in a memory context of its own: it runs outside any
+ * transaction, again after every failure, and what it allocates (messages,
+ * a copy of the credentials) must not pile up in TopMemoryContext.
+ */
+static void
+start_session(Relay *r)
+{
+	MemoryContext cxt = AllocSetContextCreate(worker_cxt, "notify_ext relay connect",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	connect_relay(r);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+}
+
 /* Moves the acknowledged prefix on; ends a broken session. */
 static void
 take_acks(Relay *r)
@@ -972,6 +999,7 @@ publish(Relay *r, EventFields *e, StringInfo subject, StringInfo body, StringInf
 	bool	   *pnulls = NULL;
 	int			npath = 0;
 	Datum		only;
+	bool		omitted;
 
 	resetStringInfo(subject);
 	resetStringInfo(body);
@@ -995,6 +1023,22 @@ publish(Relay *r, EventFields *e, StringInfo subject, StringInfo body, StringInf
 	(void) JsonbToCString(body, &jb->root, VARSIZE(jb));
 	relay_header_value(hdr, VARDATA_ANY(e->operation), VARSIZE_ANY_EXHDR(e->operation));
 
+	/*
+	 * The server refuses a message larger than its max_payload, again after
+	 * every reconnect: such an event would stop the relay for good.  It is
+	 * published with its seq only, marked, and stays in PostgreSQL.
+	 */
+	omitted = body->len + hdr->len + MESSAGE_OVERHEAD > natsConnection_GetMaxPayload(r->nc);
+	if (omitted)
+	{
+		ereport(LOG,
+				(errmsg("notify_ext relay \"%s\": event " INT64_FORMAT " is larger than the NATS server's "
+						"max_payload (%d bytes); publishing it without its content",
+						r->name, e->seq, body->len)));
+		resetStringInfo(body);
+		appendStringInfo(body, "{\"seq\": " INT64_FORMAT ", \"omitted\": true}", e->seq);
+	}
+
 	s = natsMsg_Create(&msg, subject->data, NULL, body->data, body->len);
 	if (s == NATS_OK)
 	{
@@ -1007,6 +1051,8 @@ publish(Relay *r, EventFields *e, StringInfo subject, StringInfo body, StringInf
 			s = natsMsgHeader_Set(msg, "Notify-Seq", seqtext);
 		if (s == NATS_OK)
 			s = natsMsgHeader_Set(msg, "Notify-Operation", hdr->data);
+		if (s == NATS_OK && omitted)
+			s = natsMsgHeader_Set(msg, "Notify-Omitted", "max_payload");
 	}
 	if (s != NATS_OK)
 	{

@@ -69,7 +69,8 @@ BEGIN
         RETURN;
     END IF;
     IF jsonb_typeof(auth) <> 'object' THEN
-        RAISE EXCEPTION 'auth must be a JSON object, not %', auth
+        -- (the value is not shown: it may hold a secret)
+        RAISE EXCEPTION 'auth must be a JSON object, not a JSON %', jsonb_typeof(auth)
             USING ERRCODE = 'invalid_parameter_value', HINT = v_hint;
     END IF;
     v_keys := ARRAY(SELECT jsonb_object_keys(auth) ORDER BY 1);
@@ -134,7 +135,8 @@ BEGIN
         RETURN;
     END IF;
     IF jsonb_typeof(tls) <> 'object' THEN
-        RAISE EXCEPTION 'tls must be a JSON object, not %', tls
+        -- (the value is not shown: it may hold a private key)
+        RAISE EXCEPTION 'tls must be a JSON object, not a JSON %', jsonb_typeof(tls)
             USING ERRCODE = 'invalid_parameter_value', HINT = v_hint;
     END IF;
     FOR v_key IN SELECT jsonb_object_keys(tls) ORDER BY 1 LOOP
@@ -246,8 +248,10 @@ BEGIN
                   HINT = 'Give servers such as ARRAY[''nats://nats1:4222'', ''nats://nats2:4222''].';
     END IF;
     IF array_position(servers, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'servers must not contain NULL: %', servers
-            USING ERRCODE = 'invalid_parameter_value';
+        -- (the URLs are not shown: one may hold a password, refused below)
+        RAISE EXCEPTION 'servers must not contain NULL: element % is NULL', array_position(servers, NULL)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give one nats:// or tls:// URL per element.';
     END IF;
     FOREACH v_server IN ARRAY servers LOOP
         v_servers := v_servers || notify_ext._relay_check_server(v_server);

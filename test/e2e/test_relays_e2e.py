@@ -17,7 +17,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import PGBIN, dsn_for
+from conftest import PGBIN, PGLOG, dsn_for
 from nats_servers import DelayProxy, NatsServer
 
 
@@ -134,7 +134,7 @@ def test_events_arrive_in_order_with_subjects_headers_and_body(db, nats):
         "notify.dataset.create.p1.c1.d%2E1",
         "notify.dataset.create.p1.x%20y%2A%3E%25",
         "notify.dataset.update.p1.c1.d%2E1",
-        "notify.JOB_PROCESSED",
+        "notify.%.JOB_PROCESSED",
         "notify.dataset.delete.p1.x%20y%2A%3E%25",
     ]
     # each token decodes back to the id
@@ -402,3 +402,94 @@ def test_tls_with_a_self_signed_ca(db, tls_nats):
     assert_exactly_once_in_order(tls_nats.dump("TLSOK"), [e[0] for e in events(db, "seq > %s", (start,))])
     wait_for(lambda: relay_row(db, untrusted)[0] == "failing", what="verification to fail")
     assert relay_row(db, untrusted)[5]
+
+
+# Attacks by a plain role (see also test_attacks_e2e.py): a role with APPEND
+# on one resource, and nothing else, publishes what it likes about it.
+
+ATTACKER = "relay_mallory"
+
+
+@pytest.fixture
+def mallory(db, db_dsn):
+    db.execute(f"DROP ROLE IF EXISTS {ATTACKER}")
+    db.execute(f"CREATE ROLE {ATTACKER} LOGIN")
+    db.execute("SELECT notify_ext.register_resource('m_res', 'thing', 'p2')")
+    db.execute("SELECT notify_ext.grant_permission(%s, 'm_res', 'APPEND')", (ATTACKER,))
+    with psycopg.connect(db_dsn, user=ATTACKER, autocommit=True) as m:
+        yield m
+    db.execute("SELECT notify_ext.revoke_permission(%s, 'm_res')", (ATTACKER,))
+    db.execute(f"DROP OWNED BY {ATTACKER}")
+    db.execute(f"DROP ROLE {ATTACKER}")
+
+
+def test_oversized_events_do_not_stall_a_relay(db, nats, mallory):
+    """An event whose subject is longer than the server's control line, or
+    whose message is larger than its max_payload, was refused by the server
+    again after every reconnect: the relay never got past it."""
+    relay = create_relay(db, nats, "POISON")
+    start = db.execute("SELECT notify_ext.committed_seq()").fetchone()[0]
+    mallory.execute("SELECT notify_ext.publish('s', 'ok.before', '{}', 'm_res')")
+    mallory.execute("SELECT notify_ext.publish('s', repeat('x', 5000), '{}', 'm_res')")
+    mallory.execute("SELECT notify_ext.publish('s', repeat('y', 5000) || '.' || repeat('z', 5000), '{}', 'm_res')")
+    mallory.execute("SELECT notify_ext.publish('s', 'big.payload', jsonb_build_object('pad', repeat('p', 2000000)), 'm_res')")
+    mallory.execute("SELECT notify_ext.publish('s', repeat('o', 2000000), '{}', 'm_res')")
+    db.execute("INSERT INTO items VALUES ('after-poison', 'p1', 'a')")
+    wait_relayed(db, relay, timeout=30)
+    expected = events(db, "seq > %s", (start,))
+    msgs = nats.dump("POISON")
+    assert_exactly_once_in_order(msgs, [e[0] for e in expected])
+    for m, (seq, op, path, message) in zip(msgs, expected):
+        assert len(m.subject) <= 2048
+        if len(message) < 1000000:
+            assert m.data.decode() == message
+            assert "Notify-Omitted" not in m.headers
+        else:
+            # too large for the server: the event's seq, the rest omitted
+            assert m.json == {"seq": seq, "omitted": True}
+            assert m.headers["Notify-Omitted"] == "max_payload"
+    assert msgs[-1].subject == "poison.dataset.create.p1.after-poison"
+    assert relay_row(db, relay)[0] == "publishing"
+
+
+def test_an_operation_cannot_move_an_event_into_another_subtree(db, nats, mallory):
+    """Operations were split at every dot, so an operation could end with
+    the ids of another tenant's subtree and land under its filter subject."""
+    relay = create_relay(db, nats, "FORGE")
+    start = db.execute("SELECT notify_ext.committed_seq()").fetchone()[0]
+    db.execute("INSERT INTO items VALUES ('f1', 'p1', 'a')")
+    db.execute("UPDATE items SET name = 'b' WHERE id = 'f1'")
+    for op in ("dataset.update.p1", "dataset.update.p1.f1", "JOB.p1", "x.y.z.p1"):
+        mallory.execute("SELECT notify_ext.publish('s', %s, '{}', 'm_res')", (op,))
+    wait_relayed(db, relay)
+    p1 = [e[0] for e in events(db, "seq > %s AND 'p1' = ANY (resource_path)", (start,))]
+    assert len(p1) == 2
+    for filt in ("forge.*.*.p1.>", "forge.dataset.update.p1.>", "forge.*.JOB.p1.>", "forge.%.JOB.p1.>",
+                 "forge.*.*.*.p1.>", "forge.*.*.*.*.p1.>"):
+        got = nats.sub("FORGE", filt, 100)
+        assert all(m.seq in p1 for m in got), f"{filt} selects events outside p1: {[m.subject for m in got]}"
+    assert [m.seq for m in nats.sub("FORGE", "forge.*.*.p1.>", 100)] == p1
+
+
+def test_server_url_credentials_are_not_echoed(db):
+    """A password put in a server URL by mistake was shown in the error,
+    and so written to the server log."""
+    log_from = os.path.getsize(PGLOG)
+    for servers in (["nats://relay:pa55-in-url@127.0.0.1:4222"],
+                    ["nats://t0ken-in-url@127.0.0.1:4222"],
+                    ["nats://relay:pa55-in-url@127.0.0.1:4222", None]):
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+            db.execute("SELECT notify_ext.create_relay('leak', %s, 'LEAK')", (servers,))
+        text = str(e.value) + (e.value.diag.message_hint or "")
+        assert "pa55-in-url" not in text and "t0ken-in-url" not in text
+    for arg, value in (("auth", '"t0ken-as-a-string"'), ("auth", '["t0ken-as-a-string"]'),
+                       ("tls", '"-----BEGIN PRIVATE KEY----- t0ken-as-a-string"')):
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+            db.execute(f"SELECT notify_ext.create_relay('leak', ARRAY['nats://127.0.0.1:4222'], 'LEAK', "
+                       f"{arg} => %s::jsonb)", (value,))
+        assert "t0ken-as-a-string" not in str(e.value)
+    with open(PGLOG, errors="replace") as f:
+        f.seek(log_from)
+        log = f.read()
+    assert "is not valid for a relay" in log
+    assert "pa55-in-url" not in log and "t0ken-in-url" not in log and "t0ken-as-a-string" not in log

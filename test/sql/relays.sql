@@ -17,12 +17,16 @@ SHOW notify_ext.relay_connect_timeout;
 SHOW notify_ext.relay_retry_max;
 SHOW notify_ext.relay_duplicate_window;
 
--- Subjects: <prefix>.<operation tokens>.<path ids>, escapes reversible.
+-- Subjects: <prefix>.<operation: two tokens>.<path ids>, escapes reversible.
 SELECT notify_ext.relay_subject('notify', 'dataset.update', ARRAY['p1', 'c1', 'd1']);
 SELECT notify_ext.relay_subject('notify', 'JOB_PROCESSED');
 SELECT notify_ext.relay_subject('app.events', 'user.view', ARRAY['a.b', 'x*', '>', 'tab	nl
 ', '50%', '', 'ünï']);
 SELECT notify_ext.relay_subject('notify', 'odd..op.', ARRAY['p1']);
+-- The path starts at the same token whatever the operation.
+SELECT notify_ext.relay_subject('notify', 'dataset.update.p1.c1', ARRAY['p2', 'm']);
+-- Operation tokens too long for a subject are cut.
+SELECT notify_ext.relay_subject('notify', repeat('x', 300) || '.' || repeat('.', 100), ARRAY['p1']);
 SELECT t, notify_ext.relay_subject_token(t)
   FROM unnest(ARRAY['a%2Eb', 'x%2A', '%3E', '50%25', '%', 'ünï', 'tab%09nl%0A']) t;
 SELECT regress_try($$SELECT notify_ext.relay_subject_token('a.b')$$);
