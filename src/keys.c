@@ -24,6 +24,9 @@
 #include <unistd.h>
 
 #include <sodium.h>
+/* SHA256_Init() and friends: deprecated in OpenSSL 3, and the fastest way to reuse a keyed state */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
 
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -210,22 +213,51 @@ notify_ext_channel_name(const char *purpose, const char *prefix,
 
 #define REPLY_SALT_BYTES 16
 
+/*
+ * HMAC-SHA256 (RFC 2104) over OpenSSL's SHA-256, which uses the CPU's SHA
+ * instructions where it has them: a fetch signs, and an acknowledgement
+ * verifies, one reply per message.  The key's two hash states are computed
+ * once per key; a reply then costs the hashing of its own bytes only.
+ */
+typedef struct ReplyMacState
+{
+	SHA256_CTX	inner;			/* after key XOR ipad */
+	SHA256_CTX	outer;			/* after key XOR opad */
+} ReplyMacState;
+
+StaticAssertDecl(sizeof(ReplyMacState) <= sizeof(((ReplyKey *) 0)->keyed),
+				 "ReplyKey holds the keyed hash states");
+
 void
 reply_key_load(ReplyKey *k, int generation)
 {
 	char		purpose[64];
+	unsigned char key[NOTIFY_EXT_KEY_BYTES];
+	unsigned char pad[SHA256_CBLOCK];
+	ReplyMacState *st = (ReplyMacState *) k->keyed.bytes;
 
-	StaticAssertStmt(crypto_auth_hmacsha256_KEYBYTES == NOTIFY_EXT_KEY_BYTES,
-					 "reply keys are server keys");
+	StaticAssertStmt(NOTIFY_EXT_KEY_BYTES <= SHA256_CBLOCK, "a reply key fits in one block");
 	snprintf(purpose, sizeof(purpose), "stream-reply-%d", generation);
-	notify_ext_server_key(purpose, k->key);
+	notify_ext_server_key(purpose, key);
+	memset(pad, 0x36, sizeof(pad));
+	for (int i = 0; i < NOTIFY_EXT_KEY_BYTES; i++)
+		pad[i] ^= key[i];
+	SHA256_Init(&st->inner);
+	SHA256_Update(&st->inner, pad, sizeof(pad));
+	memset(pad, 0x5c, sizeof(pad));
+	for (int i = 0; i < NOTIFY_EXT_KEY_BYTES; i++)
+		pad[i] ^= key[i];
+	SHA256_Init(&st->outer);
+	SHA256_Update(&st->outer, pad, sizeof(pad));
+	sodium_memzero(pad, sizeof(pad));
+	sodium_memzero(key, sizeof(key));
 	k->generation = generation;
 }
 
 void
 reply_key_forget(ReplyKey *k)
 {
-	sodium_memzero(k->key, sizeof(k->key));
+	sodium_memzero(&k->keyed, sizeof(k->keyed));
 	k->generation = 0;
 }
 
@@ -239,26 +271,55 @@ base64(const unsigned char *bin, size_t len)
 	return out;
 }
 
+/*
+ * Salts come from a pool: ChaCha20 output under a fresh 32-byte seed from
+ * the system's random source, one seed per REPLY_SALT_POOL salts.  A fetch
+ * hands out up to thousands of replies, and the system's source gives at
+ * most 256 bytes per system call.
+ */
+#define REPLY_SALT_POOL 1024
+
 char *
 reply_salt(void)
 {
-	unsigned char salt[REPLY_SALT_BYTES];
+	static unsigned char pool[REPLY_SALT_BYTES * REPLY_SALT_POOL];
+	static int	used = REPLY_SALT_POOL;
+	unsigned char *salt;
+	char	   *out;
 
-	randombytes_buf(salt, sizeof(salt));
-	return base64(salt, sizeof(salt));
+	if (used == REPLY_SALT_POOL)
+	{
+		unsigned char seed[randombytes_SEEDBYTES];
+
+		randombytes_buf(seed, sizeof(seed));
+		randombytes_buf_deterministic(pool, sizeof(pool), seed);
+		sodium_memzero(seed, sizeof(seed));
+		used = 0;
+	}
+	salt = pool + REPLY_SALT_BYTES * used++;
+	out = base64(salt, REPLY_SALT_BYTES);
+	sodium_memzero(salt, REPLY_SALT_BYTES);
+	return out;
 }
 
 static void
 reply_mac(const ReplyKey *k, const char *reply, const char *salt,
 		  unsigned char mac[crypto_auth_hmacsha256_BYTES])
 {
-	crypto_auth_hmacsha256_state st;
+	const ReplyMacState *keyed = (const ReplyMacState *) k->keyed.bytes;
+	SHA256_CTX	ctx = keyed->inner;
+	unsigned char inner[SHA256_DIGEST_LENGTH];
 
-	crypto_auth_hmacsha256_init(&st, k->key, sizeof(k->key));
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *) reply, strlen(reply));
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *) ".", 1);
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *) salt, strlen(salt));
-	crypto_auth_hmacsha256_final(&st, mac);
+	StaticAssertStmt(SHA256_DIGEST_LENGTH == crypto_auth_hmacsha256_BYTES, "HMAC-SHA256");
+	SHA256_Update(&ctx, reply, strlen(reply));
+	SHA256_Update(&ctx, ".", 1);
+	SHA256_Update(&ctx, salt, strlen(salt));
+	SHA256_Final(inner, &ctx);
+	ctx = keyed->outer;
+	SHA256_Update(&ctx, inner, sizeof(inner));
+	SHA256_Final(mac, &ctx);
+	sodium_memzero(&ctx, sizeof(ctx));
+	sodium_memzero(inner, sizeof(inner));
 }
 
 char *

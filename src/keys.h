@@ -32,7 +32,12 @@ extern void notify_ext_channel_name(const char *purpose, const char *prefix,
 typedef struct ReplyKey
 {
 	int			generation;
-	unsigned char key[NOTIFY_EXT_KEY_BYTES];
+	/* the HMAC's inner and outer hash states with the key absorbed (keys.c) */
+	union
+	{
+		unsigned char bytes[256];
+		uint64		align;
+	}			keyed;
 } ReplyKey;
 
 typedef enum ReplyCheck
