@@ -55,8 +55,8 @@
  * work, one too narrow costs another query.  Each window is sized from the
  * density of the consumer's scope (messages per seq) seen in its last
  * window, remembered per session for the consumer last fetched from; a
- * window that comes back short while its density says otherwise is
- * followed by one four times as wide, up to SCAN_WINDOW_MAX.
+ * window with nothing in scope makes the next one four times as wide, up
+ * to SCAN_WINDOW_MAX.
  */
 #define SCAN_WINDOW_MIN 256
 #define SCAN_WINDOW_MAX 262144
@@ -83,7 +83,8 @@ remember_density(Datum id, int64 found, int64 examined)
 	if (examined < SCAN_WINDOW_MIN)
 		return;					/* too few seqs to tell */
 	memcpy(&density_consumer, DatumGetUUIDP(id), sizeof(pg_uuid_t));
-	density = Max((double) found / examined, 1.0 / SCAN_WINDOW_MAX);
+	/* none found: assume a quarter of one, so the next window is four times as wide */
+	density = Max((double) Max(found, 0.25) / examined, 1.0 / SCAN_WINDOW_MAX);
 }
 
 /* ---------------------------------------------------------------------
@@ -178,9 +179,24 @@ check_may_fetch(Datum id, ConsumerRow *c)
 #define EVENT_COLUMNS "seq, stream, operation, resource_id, resource_variant, resource_path, " \
 	"occurred_at, actor, payload, changed"
 
-/* The scope filter: $3 resource, $4 include_subresources, $5 streams, $6 operations, $7 from_date. */
-#define SCOPE_FILTER \
-	"notify_ext._in_scope($3, $4, $5, $6, $7, resource_id, resource_path, stream, operation, occurred_at)"
+/*
+ * The scope filter, planned per shape of scope so that the commonest ones
+ * pass no more to the filter than they need: every event; a resource's
+ * subtree; anything else with the generic rule.  Parameters: $3 resource,
+ * $4 include_subresources, $5 streams, $6 operations, $7 from_date.
+ */
+static const char *
+scope_filter(ConsumerRow *c)
+{
+	bool		filtered = c->streams || c->operations || !c->from_date_null;
+
+	if (!filtered && c->resource_id == NULL)
+		return "true";
+	if (!filtered && c->include_subresources)
+		return "notify_ext._in_subtree($3, resource_id, resource_path)";
+	return "notify_ext._in_scope($3, $4, $5, $6, $7, resource_id, resource_path, stream, "
+		"operation, occurred_at)";
+}
 
 static void
 scope_args(ConsumerRow *c, Datum *args, char *nulls)
@@ -223,9 +239,9 @@ anything_ready(Datum id, int64 horizon)
 	args[1] = Int64GetDatum(horizon);
 	nulls[0] = nulls[1] = ' ';
 	scope_args(&c, args, nulls);
-	rc = spi_run("SELECT 1 FROM notify_ext.event_log WHERE seq > $1 AND seq <= $2 AND "
-							   SCOPE_FILTER " LIMIT 1",
-							   7, scope_argtypes, args, nulls, false, 1);
+	rc = spi_run(psprintf("SELECT 1 FROM notify_ext.event_log WHERE seq > $1 AND seq <= $2 AND %s "
+						  "LIMIT 1", scope_filter(&c)),
+				 7, scope_argtypes, args, nulls, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading events failed");
 	return SPI_processed > 0;
@@ -535,15 +551,17 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		int			nall = 0;
 		uint64		r = 0;
 		uint64		nn = 0;
-		int64		last_window = 0;
-		int			short_windows = 0;
 		MemoryContext msg_cxt;
 		MemoryContext old_cxt;
+		char	   *new_events_sql;
 		char		reply[64 + MAXINT8LEN];
 		int			reply_prefix_len;
 
 		horizon = ordering_committed_seq();
 		new_upto = c.delivered_upto;
+		new_events_sql = psprintf("SELECT " EVENT_COLUMNS " FROM notify_ext.event_log "
+								  "WHERE seq > $1 AND seq <= $2 AND %s ORDER BY seq LIMIT $8",
+								  scope_filter(&c));
 		new_tuples = palloc(sizeof(HeapTuple) * Max(remaining, 1));
 
 		/*
@@ -555,8 +573,7 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			Datum		args[8];
 			char		nulls[8];
 			int			want = remaining - (int) nnew;
-			int64		window = short_windows == 0 ? scan_window(id, want) :
-				Min(SCAN_WINDOW_MAX, last_window * 4);
+			int64		window = scan_window(id, want);
 			int64		window_end = Min(horizon, new_upto + window);
 			uint64		j;
 
@@ -566,16 +583,12 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			scope_args(&c, args, nulls);
 			args[7] = Int32GetDatum(want);
 			nulls[7] = ' ';
-			rc = spi_run("SELECT " EVENT_COLUMNS " FROM notify_ext.event_log "
-									   "WHERE seq > $1 AND seq <= $2 AND " SCOPE_FILTER
-									   " ORDER BY seq LIMIT $8",
-									   8, scope_argtypes, args, nulls, false, 0);
+			rc = spi_run(new_events_sql, 8, scope_argtypes, args, nulls, false, 0);
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "reading events failed");
 			new_desc = SPI_tuptable->tupdesc;
 			for (j = 0; j < SPI_processed; j++)
 				new_tuples[nnew++] = SPI_tuptable->vals[j];
-			last_window = window;
 			if (SPI_processed == (uint64) want)
 			{
 				bool		isnull;
@@ -588,7 +601,6 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			{
 				remember_density(id, SPI_processed, window_end - new_upto);
 				new_upto = window_end;
-				short_windows++;
 			}
 		}
 

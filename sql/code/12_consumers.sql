@@ -218,6 +218,14 @@ CREATE OR REPLACE FUNCTION notify_ext._in_scope(resource_id text, include_subres
     LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_in_scope';
 REVOKE ALL ON FUNCTION notify_ext._in_scope(text, boolean, text[], text[], timestamptz, text, text[], text, text, timestamptz) FROM PUBLIC;
 
+-- Internal: _in_scope() for a resource with its subtree and no other part
+-- (the scope shape fetches plan for; src/scope.c).
+CREATE OR REPLACE FUNCTION notify_ext._in_subtree(resource_id text, event_resource_id text,
+        event_resource_path text[])
+    RETURNS boolean
+    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_in_subtree';
+REVOKE ALL ON FUNCTION notify_ext._in_subtree(text, text, text[]) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION notify_ext.consumer_info(consumer uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
