@@ -133,12 +133,188 @@ jb_text_array(JbWriter *w, ArrayType *arr)
 	jb_end_child(w, JENTRY_ISCONTAINER);
 }
 
+/*
+ * The payload of a tracked row is a flat JSON object (rowjson.c): column
+ * names and scalar values.  Such an object, without escapes in its strings
+ * and without repeated keys, is written here in one pass; anything else
+ * (nesting, escapes, more than FLAT_MAX_PAIRS keys) returns false and goes
+ * through jsonb_in().  Numbers are read by numeric_in(), as jsonb_in() reads
+ * them.  The payload column is json, so its text is valid JSON.
+ */
+#define FLAT_MAX_PAIRS 64
+
+typedef struct FlatToken
+{
+	const char *s;
+	int			len;
+	char		kind;			/* 's' string, 'n' number, 't', 'f', 'z' null */
+} FlatToken;
+
+typedef struct FlatPair
+{
+	FlatToken	key;
+	FlatToken	value;
+} FlatPair;
+
+static const char *
+flat_space(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* A string (no escapes) or a scalar token at p; NULL when not flat. */
+static const char *
+flat_token(const char *p, const char *end, FlatToken *t)
+{
+	const char *q;
+
+	if (p >= end)
+		return NULL;
+	if (*p == '"')
+	{
+		for (q = p + 1; q < end && *q != '"'; q++)
+			if (*q == '\\')
+				return NULL;
+		if (q >= end)
+			return NULL;
+		t->s = p + 1;
+		t->len = q - p - 1;
+		t->kind = 's';
+		return q + 1;
+	}
+	if (*p == '{' || *p == '[')
+		return NULL;
+	for (q = p; q < end && *q != ',' && *q != '}' && *q != ' ' && *q != '\t' &&
+		 *q != '\n' && *q != '\r'; q++)
+		;
+	t->s = p;
+	t->len = q - p;
+	if (t->len == 4 && memcmp(p, "true", 4) == 0)
+		t->kind = 't';
+	else if (t->len == 5 && memcmp(p, "false", 5) == 0)
+		t->kind = 'f';
+	else if (t->len == 4 && memcmp(p, "null", 4) == 0)
+		t->kind = 'z';
+	else if (t->len > 0 && t->len < 64 && (*p == '-' || (*p >= '0' && *p <= '9')))
+		t->kind = 'n';
+	else
+		return NULL;
+	return q;
+}
+
+/* jsonb's order of keys: shorter first, then bytewise. */
+static int
+flat_pair_cmp(const void *a, const void *b)
+{
+	const FlatToken *x = &((const FlatPair *) a)->key;
+	const FlatToken *y = &((const FlatPair *) b)->key;
+
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return memcmp(x->s, y->s, x->len);
+}
+
+static bool
+jb_flat_object(JbWriter *w, const char *p, int len)
+{
+	const char *end = p + len;
+	FlatPair	pairs[FLAT_MAX_PAIRS];
+	int			n = 0;
+	JbWriter	o;
+
+	p = flat_space(p, end);
+	if (p >= end || *p++ != '{')
+		return false;
+	p = flat_space(p, end);
+	if (p < end && *p == '}')
+		p++;
+	else
+	{
+		for (;;)
+		{
+			if (n == FLAT_MAX_PAIRS)
+				return false;
+			p = flat_token(p, end, &pairs[n].key);
+			if (p == NULL || pairs[n].key.kind != 's')
+				return false;
+			p = flat_space(p, end);
+			if (p >= end || *p++ != ':')
+				return false;
+			p = flat_token(flat_space(p, end), end, &pairs[n].value);
+			if (p == NULL)
+				return false;
+			n++;
+			p = flat_space(p, end);
+			if (p < end && *p == ',')
+			{
+				p = flat_space(p + 1, end);
+				continue;
+			}
+			if (p < end && *p == '}')
+			{
+				p++;
+				break;
+			}
+			return false;
+		}
+	}
+	if (flat_space(p, end) != end)
+		return false;
+	if (n > 1)
+		qsort(pairs, n, sizeof(FlatPair), flat_pair_cmp);
+	for (int i = 1; i < n; i++)
+		if (flat_pair_cmp(&pairs[i - 1], &pairs[i]) == 0)
+			return false;		/* a repeated key: jsonb_in() keeps the last */
+
+	jb_begin(&o, w->buf, JB_FOBJECT, n);
+	for (int i = 0; i < n; i++)
+		jb_string(&o, pairs[i].key.s, pairs[i].key.len);
+	for (int i = 0; i < n; i++)
+	{
+		FlatToken  *v = &pairs[i].value;
+
+		switch (v->kind)
+		{
+			case 's':
+				jb_string(&o, v->s, v->len);
+				break;
+			case 't':
+				jb_end_child(&o, JENTRY_ISBOOL_TRUE);
+				break;
+			case 'f':
+				jb_end_child(&o, JENTRY_ISBOOL_FALSE);
+				break;
+			case 'z':
+				jb_null(&o);
+				break;
+			default:
+				{
+					char		num[64];
+
+					memcpy(num, v->s, v->len);
+					num[v->len] = '\0';
+					jb_numeric(&o, DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																	   CStringGetDatum(num),
+																	   ObjectIdGetDatum(InvalidOid),
+																	   Int32GetDatum(-1))));
+				}
+		}
+	}
+	jb_end_child(w, JENTRY_ISCONTAINER);
+	return true;
+}
+
 /* The payload (json text), parsed once; its container is copied in whole. */
 static void
 jb_payload(JbWriter *w, text *payload)
 {
-	Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-														CStringGetDatum(text_to_cstring(payload))));
+	Jsonb	   *jb;
+
+	if (jb_flat_object(w, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)))
+		return;
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text_to_cstring(payload))));
 
 	if (JB_ROOT_IS_SCALAR(jb))
 	{
@@ -176,6 +352,52 @@ jb_key(JbWriter *w, const char *key)
 	jb_string(w, key, strlen(key));
 }
 
+/* Writes n digits of v, zero-padded. */
+static char *
+put_digits(char *p, int v, int n)
+{
+	for (int i = n - 1; i >= 0; i--)
+	{
+		p[i] = '0' + v % 10;
+		v /= 10;
+	}
+	return p + n;
+}
+
+/*
+ * "YYYY-MM-DDTHH:MM:SS.ffffffZ" (years past 9999 get their digits), as
+ * snprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ") would write it, without
+ * the cost of a format string for every message.
+ */
+static void
+format_utc(char *out, size_t size, struct pg_tm *tm, fsec_t fsec)
+{
+	char	   *p = out;
+
+	if (tm->tm_year > 9999)
+	{
+		snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+				 tm->tm_year, tm->tm_mon, tm->tm_mday, tm->tm_hour, tm->tm_min, tm->tm_sec, (int) fsec);
+		return;
+	}
+	Assert(size >= 28);
+	p = put_digits(p, tm->tm_year, 4);
+	*p++ = '-';
+	p = put_digits(p, tm->tm_mon, 2);
+	*p++ = '-';
+	p = put_digits(p, tm->tm_mday, 2);
+	*p++ = 'T';
+	p = put_digits(p, tm->tm_hour, 2);
+	*p++ = ':';
+	p = put_digits(p, tm->tm_min, 2);
+	*p++ = ':';
+	p = put_digits(p, tm->tm_sec, 2);
+	*p++ = '.';
+	p = put_digits(p, (int) fsec, 6);
+	*p++ = 'Z';
+	*p = '\0';
+}
+
 Jsonb *
 event_message(EventFields *e)
 {
@@ -193,8 +415,7 @@ event_message(EventFields *e)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 					 errmsg("occurred_at of event %lld is out of range", (long long) e->seq)));
-		snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
-				 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+		format_utc(when, sizeof(when), &tm, fsec);
 	}
 
 	initStringInfo(&buf);

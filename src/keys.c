@@ -28,6 +28,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 
+#include "common/base64.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
@@ -264,10 +265,14 @@ reply_key_forget(ReplyKey *k)
 static char *
 base64(const unsigned char *bin, size_t len)
 {
-	size_t		size = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+	int			size = pg_b64_enc_len(len) + 1;
 	char	   *out = palloc(size);
+	/* void pointers: the byte type of these arguments differs between versions */
+	int			n = pg_b64_encode((const void *) bin, len, out, size);
 
-	sodium_bin2base64(out, size, bin, len, sodium_base64_VARIANT_ORIGINAL);
+	if (n < 0)
+		elog(ERROR, "base64 encoding failed");
+	out[n] = '\0';
 	return out;
 }
 
@@ -338,11 +343,13 @@ reply_verify(const ReplyKey *k, const char *reply, const char *salt, const char 
 	unsigned char expected[crypto_auth_hmacsha256_BYTES];
 	size_t		len;
 
-	if (sodium_base642bin(given, sizeof(given), hmac_b64, strlen(hmac_b64), NULL, &len, NULL,
-						  sodium_base64_VARIANT_ORIGINAL) != 0 || len != sizeof(given))
+	/* 44 characters, padding included, as base64() writes 32 bytes */
+	len = strlen(hmac_b64);
+	if (len != 4 * ((crypto_auth_hmacsha256_BYTES + 2) / 3) ||
+		pg_b64_decode(hmac_b64, len, (void *) given, sizeof(given)) != crypto_auth_hmacsha256_BYTES)
 		return REPLY_MALFORMED;
 	reply_mac(k, reply, salt, expected);
-	return sodium_memcmp(given, expected, sizeof(given)) == 0 ? REPLY_VALID : REPLY_FORGED;
+	return sodium_memcmp(given, expected, sizeof(expected)) == 0 ? REPLY_VALID : REPLY_FORGED;
 }
 
 /* ---------------------------------------------------------------------
