@@ -22,7 +22,7 @@ DATA         = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 # Each object is rebuilt when a header it includes changes.
 PG_CFLAGS   = -MMD -MP
-SHLIB_LINK  = -lsodium -lcurl -lnats -lcrypto
+SHLIB_LINK  = -lsodium -lcurl -lnats
 
 REGRESS      = $(sort $(notdir $(basename $(wildcard test/sql/*.sql))))
 REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=$(EXTENSION)

@@ -30,7 +30,7 @@ PYTHON=/usr/bin/python3
 # installed only when there is no npm command (see ensure_packages).
 REQUIRED_PACKAGES=(
 	postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
-	libsodium-dev libcurl4-openssl-dev libssl-dev
+	libsodium-dev libcurl4-openssl-dev
 	nats-server libnats-dev openssl
 	postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-pgq3
 	python3-psycopg python3-pytest

@@ -24,9 +24,6 @@
 #include <unistd.h>
 
 #include <sodium.h>
-/* SHA256_Init() and friends: deprecated in OpenSSL 3, and the fastest way to reuse a keyed state */
-#define OPENSSL_SUPPRESS_DEPRECATED
-#include <openssl/sha.h>
 
 #include "common/base64.h"
 #include "fmgr.h"
@@ -215,42 +212,21 @@ notify_ext_channel_name(const char *purpose, const char *prefix,
 #define REPLY_SALT_BYTES 16
 
 /*
- * HMAC-SHA256 (RFC 2104) over OpenSSL's SHA-256, which uses the CPU's SHA
- * instructions where it has them: a fetch signs, and an acknowledgement
- * verifies, one reply per message.  The key's two hash states are computed
- * once per key; a reply then costs the hashing of its own bytes only.
+ * A fetch signs, and an acknowledgement verifies, one reply per message:
+ * the key is absorbed into an HMAC state once per key, and each reply
+ * starts from a copy of that state.
  */
-typedef struct ReplyMacState
-{
-	SHA256_CTX	inner;			/* after key XOR ipad */
-	SHA256_CTX	outer;			/* after key XOR opad */
-} ReplyMacState;
-
-StaticAssertDecl(sizeof(ReplyMacState) <= sizeof(((ReplyKey *) 0)->keyed),
-				 "ReplyKey holds the keyed hash states");
-
 void
 reply_key_load(ReplyKey *k, int generation)
 {
 	char		purpose[64];
 	unsigned char key[NOTIFY_EXT_KEY_BYTES];
-	unsigned char pad[SHA256_CBLOCK];
-	ReplyMacState *st = (ReplyMacState *) k->keyed.bytes;
 
-	StaticAssertStmt(NOTIFY_EXT_KEY_BYTES <= SHA256_CBLOCK, "a reply key fits in one block");
+	StaticAssertStmt(crypto_auth_hmacsha256_KEYBYTES == NOTIFY_EXT_KEY_BYTES,
+					 "reply keys are server keys");
 	snprintf(purpose, sizeof(purpose), "stream-reply-%d", generation);
 	notify_ext_server_key(purpose, key);
-	memset(pad, 0x36, sizeof(pad));
-	for (int i = 0; i < NOTIFY_EXT_KEY_BYTES; i++)
-		pad[i] ^= key[i];
-	SHA256_Init(&st->inner);
-	SHA256_Update(&st->inner, pad, sizeof(pad));
-	memset(pad, 0x5c, sizeof(pad));
-	for (int i = 0; i < NOTIFY_EXT_KEY_BYTES; i++)
-		pad[i] ^= key[i];
-	SHA256_Init(&st->outer);
-	SHA256_Update(&st->outer, pad, sizeof(pad));
-	sodium_memzero(pad, sizeof(pad));
+	crypto_auth_hmacsha256_init(&k->keyed, key, sizeof(key));
 	sodium_memzero(key, sizeof(key));
 	k->generation = generation;
 }
@@ -311,20 +287,13 @@ static void
 reply_mac(const ReplyKey *k, const char *reply, const char *salt,
 		  unsigned char mac[crypto_auth_hmacsha256_BYTES])
 {
-	const ReplyMacState *keyed = (const ReplyMacState *) k->keyed.bytes;
-	SHA256_CTX	ctx = keyed->inner;
-	unsigned char inner[SHA256_DIGEST_LENGTH];
+	crypto_auth_hmacsha256_state st = k->keyed;
 
-	StaticAssertStmt(SHA256_DIGEST_LENGTH == crypto_auth_hmacsha256_BYTES, "HMAC-SHA256");
-	SHA256_Update(&ctx, reply, strlen(reply));
-	SHA256_Update(&ctx, ".", 1);
-	SHA256_Update(&ctx, salt, strlen(salt));
-	SHA256_Final(inner, &ctx);
-	ctx = keyed->outer;
-	SHA256_Update(&ctx, inner, sizeof(inner));
-	SHA256_Final(mac, &ctx);
-	sodium_memzero(&ctx, sizeof(ctx));
-	sodium_memzero(inner, sizeof(inner));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) reply, strlen(reply));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) ".", 1);
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) salt, strlen(salt));
+	crypto_auth_hmacsha256_final(&st, mac);
+	sodium_memzero(&st, sizeof(st));
 }
 
 char *
