@@ -50,13 +50,42 @@
 
 /*
  * Seqs of the log examined per query when looking for new messages.  The
- * seq index is BRIN, so a query reads its whole window: the first window is
- * sized to the batch (seqs are dense, so a consumer of everything fills its
- * batch from it), and each one that comes back short is four times the
- * last, up to SCAN_WINDOW_MAX, for consumers whose scope is sparse.
+ * seq index is BRIN, so a query reads its whole window, and with ORDER BY
+ * seq LIMIT it sorts all of it: a window much wider than needed wastes
+ * work, one too narrow costs another query.  Each window is sized from the
+ * density of the consumer's scope (messages per seq) seen in its last
+ * window, remembered per session for the consumer last fetched from; a
+ * window with nothing in scope makes the next one four times as wide, up
+ * to SCAN_WINDOW_MAX.
  */
 #define SCAN_WINDOW_MIN 256
 #define SCAN_WINDOW_MAX 262144
+
+static pg_uuid_t density_consumer;	/* the consumer whose density is known */
+static double density = 1.0;		/* its messages per seq, last seen */
+
+/* The window that should hold want messages at the known density. */
+static int64
+scan_window(Datum id, int want)
+{
+	double		d = 1.0;
+	double		w;
+
+	if (memcmp(DatumGetUUIDP(id), &density_consumer, sizeof(pg_uuid_t)) == 0)
+		d = density;
+	w = want / Max(d, 1.0 / SCAN_WINDOW_MAX) * 1.1 + 16;
+	return (int64) Max(SCAN_WINDOW_MIN, Min(w, SCAN_WINDOW_MAX));
+}
+
+static void
+remember_density(Datum id, int64 found, int64 examined)
+{
+	if (examined < SCAN_WINDOW_MIN)
+		return;					/* too few seqs to tell */
+	memcpy(&density_consumer, DatumGetUUIDP(id), sizeof(pg_uuid_t));
+	/* none found: assume a quarter of one, so the next window is four times as wide */
+	density = Max((double) Max(found, 0.25) / examined, 1.0 / SCAN_WINDOW_MAX);
+}
 
 /* ---------------------------------------------------------------------
  * Fetching
@@ -150,9 +179,24 @@ check_may_fetch(Datum id, ConsumerRow *c)
 #define EVENT_COLUMNS "seq, stream, operation, resource_id, resource_variant, resource_path, " \
 	"occurred_at, actor, payload, changed"
 
-/* The scope filter: $3 resource, $4 include_subresources, $5 streams, $6 operations, $7 from_date. */
-#define SCOPE_FILTER \
-	"notify_ext._in_scope($3, $4, $5, $6, $7, resource_id, resource_path, stream, operation, occurred_at)"
+/*
+ * The scope filter, planned per shape of scope so that the commonest ones
+ * pass no more to the filter than they need: every event; a resource's
+ * subtree; anything else with the generic rule.  Parameters: $3 resource,
+ * $4 include_subresources, $5 streams, $6 operations, $7 from_date.
+ */
+static const char *
+scope_filter(ConsumerRow *c)
+{
+	bool		filtered = c->streams || c->operations || !c->from_date_null;
+
+	if (!filtered && c->resource_id == NULL)
+		return "true";
+	if (!filtered && c->include_subresources)
+		return "notify_ext._in_subtree($3, resource_id, resource_path)";
+	return "notify_ext._in_scope($3, $4, $5, $6, $7, resource_id, resource_path, stream, "
+		"operation, occurred_at)";
+}
 
 static void
 scope_args(ConsumerRow *c, Datum *args, char *nulls)
@@ -195,9 +239,9 @@ anything_ready(Datum id, int64 horizon)
 	args[1] = Int64GetDatum(horizon);
 	nulls[0] = nulls[1] = ' ';
 	scope_args(&c, args, nulls);
-	rc = spi_run("SELECT 1 FROM notify_ext.event_log WHERE seq > $1 AND seq <= $2 AND "
-							   SCOPE_FILTER " LIMIT 1",
-							   7, scope_argtypes, args, nulls, false, 1);
+	rc = spi_run(psprintf("SELECT 1 FROM notify_ext.event_log WHERE seq > $1 AND seq <= $2 AND %s "
+						  "LIMIT 1", scope_filter(&c)),
+				 7, scope_argtypes, args, nulls, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading events failed");
 	return SPI_processed > 0;
@@ -507,25 +551,30 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		int			nall = 0;
 		uint64		r = 0;
 		uint64		nn = 0;
-		int64		window;
 		MemoryContext msg_cxt;
 		MemoryContext old_cxt;
+		char	   *new_events_sql;
+		char		reply[64 + MAXINT8LEN];
+		int			reply_prefix_len;
 
 		horizon = ordering_committed_seq();
 		new_upto = c.delivered_upto;
+		new_events_sql = psprintf("SELECT " EVENT_COLUMNS " FROM notify_ext.event_log "
+								  "WHERE seq > $1 AND seq <= $2 AND %s ORDER BY seq LIMIT $8",
+								  scope_filter(&c));
 		new_tuples = palloc(sizeof(HeapTuple) * Max(remaining, 1));
 
 		/*
 		 * Read in windows of seq so that each query stays bounded, however
 		 * far behind the consumer is.
 		 */
-		window = Max(SCAN_WINDOW_MIN, 2 * (int64) remaining);
 		while (remaining > (int) nnew && new_upto < horizon)
 		{
 			Datum		args[8];
 			char		nulls[8];
-			int64		window_end = Min(horizon, new_upto + window);
 			int			want = remaining - (int) nnew;
+			int64		window = scan_window(id, want);
+			int64		window_end = Min(horizon, new_upto + window);
 			uint64		j;
 
 			args[0] = Int64GetDatum(new_upto);
@@ -534,10 +583,7 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			scope_args(&c, args, nulls);
 			args[7] = Int32GetDatum(want);
 			nulls[7] = ' ';
-			rc = spi_run("SELECT " EVENT_COLUMNS " FROM notify_ext.event_log "
-									   "WHERE seq > $1 AND seq <= $2 AND " SCOPE_FILTER
-									   " ORDER BY seq LIMIT $8",
-									   8, scope_argtypes, args, nulls, false, 0);
+			rc = spi_run(new_events_sql, 8, scope_argtypes, args, nulls, false, 0);
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "reading events failed");
 			new_desc = SPI_tuptable->tupdesc;
@@ -546,13 +592,15 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			if (SPI_processed == (uint64) want)
 			{
 				bool		isnull;
+				int64		last = DatumGetInt64(SPI_getbinval(new_tuples[nnew - 1], new_desc, 1, &isnull));
 
-				new_upto = DatumGetInt64(SPI_getbinval(new_tuples[nnew - 1], new_desc, 1, &isnull));
+				remember_density(id, want, last - new_upto);
+				new_upto = last;
 			}
 			else
 			{
+				remember_density(id, SPI_processed, window_end - new_upto);
 				new_upto = window_end;
-				window = Min(SCAN_WINDOW_MAX, window * 4);
 			}
 		}
 
@@ -561,6 +609,8 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 		all = palloc(sizeof(Delivery) * Max(total, 1));
 		msg_cxt = AllocSetContextCreate(CurrentMemoryContext, "notify_ext message",
 										ALLOCSET_DEFAULT_SIZES);
+		/* Every reply of the fetch starts "<generation>.<consumer>." */
+		reply_prefix_len = snprintf(reply, sizeof(reply), "%d.%s.", key.generation, idtext);
 		while (r < nredelivery_rows || nn < nnew)
 		{
 			HeapTuple	tup;
@@ -569,8 +619,8 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			int32		count;
 			Datum		values[6];
 			bool		nulls[6] = {false, false, false, false, false, false};
-			char	   *reply;
 			char	   *salt;
+			int			reply_len;
 			bool		isnull;
 			int64		rseq = r < nredelivery_rows ?
 				DatumGetInt64(SPI_getbinval(redelivery_rows->vals[r], redelivery_rows->tupdesc, 1, &isnull)) : PG_INT64_MAX;
@@ -600,11 +650,12 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 			nall++;
 
 			salt = reply_salt();
-			reply = psprintf("%d.%s." INT64_FORMAT, key.generation, idtext, e.seq);
+			pg_lltoa(e.seq, reply + reply_prefix_len);
+			reply_len = reply_prefix_len + strlen(reply + reply_prefix_len);
 
 			values[0] = Int64GetDatum(e.seq);
 			values[1] = JsonbPGetDatum(event_message(&e));
-			values[2] = CStringGetTextDatum(reply);
+			values[2] = PointerGetDatum(cstring_to_text_with_len(reply, reply_len));
 			values[3] = CStringGetTextDatum(salt);
 			values[4] = CStringGetTextDatum(reply_hmac(&key, reply, salt));
 			values[5] = Int32GetDatum(count);
@@ -728,6 +779,37 @@ ack_item_cmp(const void *a, const void *b)
 	return c != 0 ? c : int64_cmp(&x->seq, &y->seq);
 }
 
+/* Reads "<generation>.<consumer uuid>.<seq>", as fetches write replies. */
+static bool
+parse_reply(const char *reply, int *generation, char consumer[UUID_LEN * 2 + 5], int64 *seq)
+{
+	const char *p = reply;
+	int64		n = 0;
+	uint64		u = 0;
+	int			digits;
+
+	for (digits = 0; *p >= '0' && *p <= '9' && digits < 9; p++, digits++)
+		n = n * 10 + (*p - '0');
+	if (digits == 0 || *p++ != '.')
+		return false;
+	*generation = (int) n;
+	for (digits = 0; digits < UUID_LEN * 2 + 4; digits++, p++)
+	{
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-'))
+			return false;
+		consumer[digits] = *p;
+	}
+	consumer[digits] = '\0';
+	if (*p++ != '.')
+		return false;
+	for (digits = 0; *p >= '0' && *p <= '9' && digits < 19; p++, digits++)
+		u = u * 10 + (*p - '0');
+	if (digits == 0 || *p != '\0' || u > (uint64) PG_INT64_MAX)
+		return false;
+	*seq = (int64) u;
+	return true;
+}
+
 PG_FUNCTION_INFO_V1(notify_ext_acknowledge_message_batch);
 Datum
 notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
@@ -767,9 +849,8 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
 		char	   *hmac_b64;
 		ReplyCheck	check;
 		int			generation;
-		char		consumer[64];
-		long long	seq;
-		int			consumed = 0;
+		char		consumer[UUID_LEN * 2 + 5];
+		int64		seq;
 
 		if (elem == NULL || elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
 			ereport(ERROR,
@@ -780,8 +861,7 @@ notify_ext_acknowledge_message_batch(PG_FUNCTION_ARGS)
 		salt = reply_field(elem->val.binary.data, "salt", i);
 		hmac_b64 = reply_field(elem->val.binary.data, "hmac", i);
 
-		if (sscanf(reply, "%d.%36[0-9a-f-].%lld%n", &generation, consumer, &seq, &consumed) != 3 ||
-			consumed != (int) strlen(reply) || strlen(consumer) != 36)
+		if (!parse_reply(reply, &generation, consumer, &seq))
 			bad_reply(i, "the reply is malformed");
 		if (!list_member_int(gens, generation))
 			bad_reply(i, "its key has been rotated out");

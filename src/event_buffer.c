@@ -344,7 +344,7 @@ event_buffer_xact_callback(XactEvent event, void *arg)
 				reserved = false;
 				for (i = 0; i < nhooks; i++)
 					if (hooks[i].committed)
-						hooks[i].committed();
+						hooks[i].committed(next_ordinal);
 			}
 			reset_pending();
 			break;

@@ -19,14 +19,15 @@ extern int64 event_buffer_add(Datum *values, bool *nulls);
  * in the pre-commit step of a transaction that recorded events, after they
  * are written: it may queue NOTIFYs, and an error aborts the transaction.
  * events are those still in memory: all of them unless spilled.
- * committed() runs after the commit is visible, outside any transaction:
- * it may touch shared memory and latches, not the catalogs, and must not
- * fail.  Either may be NULL.
+ * committed() runs after the commit is visible, outside any transaction,
+ * with the number of events the transaction committed: it may touch shared
+ * memory and latches, not the catalogs, and must not fail.  Either may be
+ * NULL.
  */
 typedef struct EventsHooks
 {
 	void		(*committing) (HeapTuple *events, int nevents, bool spilled);
-	void		(*committed) (void);
+	void		(*committed) (int64 nevents);
 } EventsHooks;
 
 extern void event_buffer_add_hooks(const EventsHooks *hooks);

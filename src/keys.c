@@ -25,6 +25,7 @@
 
 #include <sodium.h>
 
+#include "common/base64.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
@@ -210,55 +211,89 @@ notify_ext_channel_name(const char *purpose, const char *prefix,
 
 #define REPLY_SALT_BYTES 16
 
+/*
+ * A fetch signs, and an acknowledgement verifies, one reply per message:
+ * the key is absorbed into an HMAC state once per key, and each reply
+ * starts from a copy of that state.
+ */
 void
 reply_key_load(ReplyKey *k, int generation)
 {
 	char		purpose[64];
+	unsigned char key[NOTIFY_EXT_KEY_BYTES];
 
 	StaticAssertStmt(crypto_auth_hmacsha256_KEYBYTES == NOTIFY_EXT_KEY_BYTES,
 					 "reply keys are server keys");
 	snprintf(purpose, sizeof(purpose), "stream-reply-%d", generation);
-	notify_ext_server_key(purpose, k->key);
+	notify_ext_server_key(purpose, key);
+	crypto_auth_hmacsha256_init(&k->keyed, key, sizeof(key));
+	sodium_memzero(key, sizeof(key));
 	k->generation = generation;
 }
 
 void
 reply_key_forget(ReplyKey *k)
 {
-	sodium_memzero(k->key, sizeof(k->key));
+	sodium_memzero(&k->keyed, sizeof(k->keyed));
 	k->generation = 0;
 }
 
 static char *
 base64(const unsigned char *bin, size_t len)
 {
-	size_t		size = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+	int			size = pg_b64_enc_len(len) + 1;
 	char	   *out = palloc(size);
+	/* void pointers: the byte type of these arguments differs between versions */
+	int			n = pg_b64_encode((const void *) bin, len, out, size);
 
-	sodium_bin2base64(out, size, bin, len, sodium_base64_VARIANT_ORIGINAL);
+	if (n < 0)
+		elog(ERROR, "base64 encoding failed");
+	out[n] = '\0';
 	return out;
 }
+
+/*
+ * Salts come from a pool: ChaCha20 output under a fresh 32-byte seed from
+ * the system's random source, one seed per REPLY_SALT_POOL salts.  A fetch
+ * hands out up to thousands of replies, and the system's source gives at
+ * most 256 bytes per system call.
+ */
+#define REPLY_SALT_POOL 1024
 
 char *
 reply_salt(void)
 {
-	unsigned char salt[REPLY_SALT_BYTES];
+	static unsigned char pool[REPLY_SALT_BYTES * REPLY_SALT_POOL];
+	static int	used = REPLY_SALT_POOL;
+	unsigned char *salt;
+	char	   *out;
 
-	randombytes_buf(salt, sizeof(salt));
-	return base64(salt, sizeof(salt));
+	if (used == REPLY_SALT_POOL)
+	{
+		unsigned char seed[randombytes_SEEDBYTES];
+
+		randombytes_buf(seed, sizeof(seed));
+		randombytes_buf_deterministic(pool, sizeof(pool), seed);
+		sodium_memzero(seed, sizeof(seed));
+		used = 0;
+	}
+	salt = pool + REPLY_SALT_BYTES * used++;
+	out = base64(salt, REPLY_SALT_BYTES);
+	sodium_memzero(salt, REPLY_SALT_BYTES);
+	return out;
 }
 
 static void
 reply_mac(const ReplyKey *k, const char *reply, const char *salt,
 		  unsigned char mac[crypto_auth_hmacsha256_BYTES])
 {
-	crypto_auth_hmacsha256_state st;
+	crypto_auth_hmacsha256_state st = k->keyed;
 
-	crypto_auth_hmacsha256_init(&st, k->key, sizeof(k->key));
 	crypto_auth_hmacsha256_update(&st, (const unsigned char *) reply, strlen(reply));
 	crypto_auth_hmacsha256_update(&st, (const unsigned char *) ".", 1);
 	crypto_auth_hmacsha256_update(&st, (const unsigned char *) salt, strlen(salt));
 	crypto_auth_hmacsha256_final(&st, mac);
+	sodium_memzero(&st, sizeof(st));
 }
 
 char *
@@ -277,11 +312,13 @@ reply_verify(const ReplyKey *k, const char *reply, const char *salt, const char 
 	unsigned char expected[crypto_auth_hmacsha256_BYTES];
 	size_t		len;
 
-	if (sodium_base642bin(given, sizeof(given), hmac_b64, strlen(hmac_b64), NULL, &len, NULL,
-						  sodium_base64_VARIANT_ORIGINAL) != 0 || len != sizeof(given))
+	/* 44 characters, padding included, as base64() writes 32 bytes */
+	len = strlen(hmac_b64);
+	if (len != 4 * ((crypto_auth_hmacsha256_BYTES + 2) / 3) ||
+		pg_b64_decode(hmac_b64, len, (void *) given, sizeof(given)) != crypto_auth_hmacsha256_BYTES)
 		return REPLY_MALFORMED;
 	reply_mac(k, reply, salt, expected);
-	return sodium_memcmp(given, expected, sizeof(given)) == 0 ? REPLY_VALID : REPLY_FORGED;
+	return sodium_memcmp(given, expected, sizeof(expected)) == 0 ? REPLY_VALID : REPLY_FORGED;
 }
 
 /* ---------------------------------------------------------------------

@@ -17,6 +17,8 @@
 #ifndef NOTIFY_EXT_KEYS_H
 #define NOTIFY_EXT_KEYS_H
 
+#include <sodium.h>
+
 #define NOTIFY_EXT_KEY_BYTES 32
 extern void notify_ext_server_key(const char *purpose, unsigned char out[NOTIFY_EXT_KEY_BYTES]);
 
@@ -32,7 +34,8 @@ extern void notify_ext_channel_name(const char *purpose, const char *prefix,
 typedef struct ReplyKey
 {
 	int			generation;
-	unsigned char key[NOTIFY_EXT_KEY_BYTES];
+	/* the HMAC state with the key absorbed (keys.c) */
+	crypto_auth_hmacsha256_state keyed;
 } ReplyKey;
 
 typedef enum ReplyCheck

@@ -167,7 +167,7 @@ db_entry(Oid dboid, bool create)
  * missed one that the worker's own timers make up for.
  */
 static void
-launcher_events_committed(void)
+launcher_events_committed(int64 nevents)
 {
 	volatile DbWorkers *db;
 

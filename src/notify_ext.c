@@ -30,6 +30,7 @@
 #include "webhook.h"
 #include "webhook_policy.h"
 #include "wakeup.h"
+#include "commit_stats.h"
 
 PG_MODULE_MAGIC;
 
@@ -372,6 +373,7 @@ _PG_init(void)
 	event_buffer_init();
 	wakeup_init();
 	launcher_init();
+	commit_stats_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
@@ -379,6 +381,7 @@ _PG_init(void)
 	shmem_add(ordering_shmem_size, ordering_shmem_init);
 	shmem_add(resource_path_shmem_size, resource_path_shmem_init);
 	shmem_add(wakeup_shmem_size, wakeup_shmem_init);
+	shmem_add(commit_stats_shmem_size, commit_stats_shmem_init);
 	shmem_add(summarizer_shmem_size, summarizer_shmem_init);
 	shmem_add(launcher_shmem_size, launcher_shmem_init);
 	shmem_install_hooks();

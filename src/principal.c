@@ -31,6 +31,7 @@
 
 #include "access/parallel.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -253,6 +254,33 @@ Datum
 notify_ext_is_service_caller(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(notify_is_service_caller());
+}
+
+bool
+notify_may_monitor(void)
+{
+	return notify_is_service_caller() || has_privs_of_role(GetOuterUserId(), ROLE_PG_MONITOR);
+}
+
+void
+notify_require_monitor(const char *what)
+{
+	if (notify_may_monitor())
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("%s is for monitoring: role \"%s\" is neither a service caller nor a member of pg_monitor",
+					what, cache_rolename),
+			 errhint("A superuser can GRANT pg_monitor TO \"%s\".", cache_rolename)));
+}
+
+/* notify_ext._require_monitor(what text) returns void */
+PG_FUNCTION_INFO_V1(notify_ext_require_monitor);
+Datum
+notify_ext_require_monitor(PG_FUNCTION_ARGS)
+{
+	notify_require_monitor(PG_ARGISNULL(0) ? "this view" : text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(notify_ext_require_service_caller);

@@ -11,6 +11,8 @@
  *     DEFINER function being run) is a superuser or has the privileges of
  *     the role named by notify_ext.app_role.
  *   notify_require_service_caller(what): raises 42501 unless it is.
+ *   notify_may_monitor(): a service caller, or has the privileges of
+ *     pg_monitor; notify_require_monitor(what) raises 42501 unless so.
  *   principal_init(): registers the cache invalidation; from _PG_init.
  *   principal_check_hook(), principal_assign_hook(): of the settings
  *     notify_ext.principal and notify_ext.app_role (notify_ext.c).
@@ -23,6 +25,8 @@
 extern const char *notify_current_principal(void);
 extern bool notify_is_service_caller(void);
 extern void notify_require_service_caller(const char *what);
+extern bool notify_may_monitor(void);
+extern void notify_require_monitor(const char *what);
 extern void principal_init(void);
 
 #include "utils/guc.h"

@@ -32,6 +32,9 @@ extern void scope_from_values(Scope *s, text *resource_id, bool include_subresou
 							  ArrayType *streams, ArrayType *operations,
 							  bool has_from_date, TimestampTz from_date);
 
+/* Whether an event's resource (resource_id and path may be NULL) is, ignoring the other parts. */
+extern bool scope_contains_resource(const Scope *s, text *resource_id, ArrayType *path);
+
 /* Whether an event (resource_id and path may be NULL) is in the scope. */
 extern bool scope_contains(const Scope *s, text *resource_id, ArrayType *path,
 						   text *stream, text *operation, TimestampTz occurred_at);

@@ -92,7 +92,7 @@ notify_ext_consumers_changed(PG_FUNCTION_ARGS)
 
 /* Wakes the long polls of this database after a commit that recorded events. */
 static void
-wake_waiters(void)
+wake_waiters(int64 nevents)
 {
 	int			i;
 

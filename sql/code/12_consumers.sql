@@ -218,6 +218,14 @@ CREATE OR REPLACE FUNCTION notify_ext._in_scope(resource_id text, include_subres
     LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_in_scope';
 REVOKE ALL ON FUNCTION notify_ext._in_scope(text, boolean, text[], text[], timestamptz, text, text[], text, text, timestamptz) FROM PUBLIC;
 
+-- Internal: _in_scope() for a resource with its subtree and no other part
+-- (the scope shape fetches plan for; src/scope.c).
+CREATE OR REPLACE FUNCTION notify_ext._in_subtree(resource_id text, event_resource_id text,
+        event_resource_path text[])
+    RETURNS boolean
+    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'notify_ext_in_subtree';
+REVOKE ALL ON FUNCTION notify_ext._in_subtree(text, text, text[]) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION notify_ext.consumer_info(consumer uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE
     SECURITY DEFINER
@@ -284,3 +292,128 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION notify_ext.rotate_reply_key() FROM PUBLIC;
+
+--------------------------------------------------------------------------
+-- Consumers at a glance: list_consumers() and the view consumer_stats
+--------------------------------------------------------------------------
+
+-- Internal: a consumer's scope in words, e.g. "proj1 and below; streams
+-- public.items; operations INSERT,UPDATE; from 2026-01-01 00:00:00+00".
+CREATE OR REPLACE FUNCTION notify_ext._scope_text(resource_id text, include_subresources boolean,
+        streams text[], operations text[], from_date timestamptz)
+    RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT concat_ws('; ',
+        CASE WHEN resource_id IS NULL THEN 'every resource'
+             WHEN include_subresources THEN resource_id || ' and below'
+             ELSE resource_id || ' only' END,
+        'streams ' || array_to_string(streams, ','),
+        'operations ' || array_to_string(operations, ','),
+        'from ' || from_date::text)
+$$;
+REVOKE ALL ON FUNCTION notify_ext._scope_text(text, boolean, text[], text[], timestamptz) FROM PUBLIC;
+
+-- Internal: how far a consumer lags behind the horizon.  Exact when the
+-- consumer is at most 10,000 seqs behind; further behind, the events in
+-- scope are estimated from the first 10,000 seqs it has not read (their
+-- share in scope, times the seqs it is behind), so that the cost stays
+-- bounded however far behind it is.  oldest_undelivered is when the oldest
+-- event in scope among those seqs occurred; when none is in scope there
+-- and the consumer is further behind, it is when the first seq after them
+-- occurred (the oldest undelivered event is no older).
+CREATE OR REPLACE FUNCTION notify_ext._consumer_lag(c notify_ext.consumers, horizon bigint,
+        OUT lag_events bigint, OUT lag_estimated boolean, OUT oldest_undelivered timestamptz)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sample constant bigint := 10000;
+    v_behind bigint := GREATEST(horizon - c.delivered_upto, 0);
+    v_found bigint;
+BEGIN
+    SELECT count(*), min(e.occurred_at) INTO v_found, oldest_undelivered
+      FROM notify_ext.event_log e
+     WHERE e.seq > c.delivered_upto AND e.seq <= LEAST(horizon, c.delivered_upto + v_sample)
+       AND notify_ext._in_scope(c.resource_id, c.include_subresources, c.streams, c.operations,
+                                c.from_date, e.resource_id, e.resource_path, e.stream,
+                                e.operation, e.occurred_at);
+    lag_estimated := v_behind > v_sample;
+    IF lag_estimated THEN
+        lag_events := round(v_found::numeric * v_behind / v_sample);
+        IF oldest_undelivered IS NULL THEN
+            SELECT e.occurred_at INTO oldest_undelivered
+              FROM notify_ext.event_log e
+             WHERE e.seq > c.delivered_upto + v_sample AND e.seq <= LEAST(horizon, c.delivered_upto + 2 * v_sample)
+             ORDER BY e.seq LIMIT 1;
+        END IF;
+    ELSE
+        lag_events := v_found;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION notify_ext._consumer_lag(notify_ext.consumers, bigint) FROM PUBLIC;
+
+-- Internal: the rows of list_consumers() and consumer_stats; of one
+-- owner's consumers, or of all with NULL.
+CREATE OR REPLACE FUNCTION notify_ext._consumer_rows(p_owner text)
+    RETURNS TABLE (consumer uuid, owner text, resource_id text, scope text,
+                   created_at timestamptz, lag_events bigint, lag_estimated boolean,
+                   oldest_undelivered_age interval, ack_pending bigint, redelivered bigint,
+                   missed bigint)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.id, c.owner, c.resource_id,
+           notify_ext._scope_text(c.resource_id, c.include_subresources, c.streams,
+                                  c.operations, c.from_date),
+           c.created_at, l.lag_events, l.lag_estimated,
+           date_trunc('second', now() - l.oldest_undelivered),
+           p.ack_pending, c.num_redelivered, c.missed
+      FROM notify_ext.consumers c
+     CROSS JOIN LATERAL notify_ext._consumer_lag(c, notify_ext.committed_seq()) l
+     CROSS JOIN LATERAL (SELECT COALESCE(sum(cardinality(q.seqs)), 0)::bigint AS ack_pending
+                           FROM notify_ext.consumer_pending q WHERE q.consumer = c.id) p
+     WHERE p_owner IS NULL OR c.owner = p_owner
+     ORDER BY c.created_at, c.id
+$$;
+REVOKE ALL ON FUNCTION notify_ext._consumer_rows(text) FROM PUBLIC;
+
+-- The caller's own stream consumers; every consumer for service callers.
+CREATE OR REPLACE FUNCTION notify_ext.list_consumers()
+    RETURNS TABLE (consumer uuid, owner text, resource_id text, scope text,
+                   created_at timestamptz, lag_events bigint, lag_estimated boolean,
+                   oldest_undelivered_age interval, ack_pending bigint, redelivered bigint,
+                   missed bigint)
+    LANGUAGE sql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM notify_ext._consumer_rows(
+        CASE WHEN notify_ext._is_service_caller() THEN NULL
+             ELSE notify_ext.current_principal() END)
+$$;
+
+-- Internal: the rows of consumer_stats, for monitoring callers only.
+CREATE OR REPLACE FUNCTION notify_ext._consumer_stats()
+    RETURNS TABLE (consumer uuid, owner text, resource_id text, scope text,
+                   created_at timestamptz, lag_events bigint, lag_estimated boolean,
+                   oldest_undelivered_age interval, ack_pending bigint, redelivered bigint,
+                   missed bigint)
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM notify_ext._require_monitor('notify_ext.consumer_stats');
+    RETURN QUERY SELECT * FROM notify_ext._consumer_rows(NULL);
+END
+$$;
+
+-- Every stream consumer, for operators and monitoring: service callers and
+-- members of pg_monitor (anyone else gets 42501).
+CREATE OR REPLACE VIEW notify_ext.consumer_stats AS
+SELECT * FROM notify_ext._consumer_stats();
+REVOKE ALL ON notify_ext.consumer_stats FROM PUBLIC;
+GRANT SELECT ON notify_ext.consumer_stats TO PUBLIC;

@@ -488,3 +488,80 @@ END
 $$;
 REVOKE ALL ON FUNCTION notify_ext.unschedule_pruning() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION notify_ext.unschedule_pruning() TO PUBLIC;
+
+--------------------------------------------------------------------------
+-- The event log at a glance: the view log_stats
+--------------------------------------------------------------------------
+
+-- Internal: events this database committed in the last seconds (1-60),
+-- counted in shared memory after each commit (src/commit_stats.c); NULL
+-- when they are not counted.
+CREATE OR REPLACE FUNCTION notify_ext._events_committed_recently(seconds integer) RETURNS bigint
+    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'notify_ext_events_committed_recently';
+REVOKE ALL ON FUNCTION notify_ext._events_committed_recently(integer) FROM PUBLIC;
+
+-- Internal: the rows of log_stats, for monitoring callers only.  Nothing
+-- here reads a whole large partition: a partition of up to 64 pages is
+-- counted exactly; a larger one is read in its first and last 32 pages
+-- only, its events estimated as the rows per page of its last 32 pages
+-- times its pages.  Events are appended in commit order, so oldest_seq and
+-- newest_seq, read from those pages, are exact unless events were moved
+-- into the partition later (create_event_partitions()).  bytes is exact.
+CREATE OR REPLACE FUNCTION notify_ext._log_stats()
+    RETURNS TABLE (partition text, day_start timestamptz, day_end timestamptz, events bigint,
+                   bytes bigint, oldest_seq bigint, newest_seq bigint,
+                   committed_last_minute bigint)
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    v_pages bigint;
+    v_sample constant bigint := 32;
+    v_now timestamptz := now();
+    v_recent bigint := notify_ext._events_committed_recently(60);
+    v_current_seen boolean := false;
+BEGIN
+    PERFORM notify_ext._require_monitor('notify_ext.log_stats');
+    FOR r IN
+        SELECT p.rel, p.lower_bound, p.upper_bound
+          FROM notify_ext._day_partitions() p
+        UNION ALL
+        SELECT 'notify_ext.event_log_default'::regclass, NULL, NULL
+         ORDER BY 2 NULLS LAST
+    LOOP
+        partition := r.rel::text;
+        day_start := r.lower_bound;
+        day_end := r.upper_bound;
+        bytes := pg_total_relation_size(r.rel);
+        v_pages := pg_relation_size(r.rel) / current_setting('block_size')::bigint;
+        IF v_pages <= 2 * v_sample THEN
+            EXECUTE format('SELECT count(*), min(seq), max(seq) FROM %s', r.rel)
+               INTO events, oldest_seq, newest_seq;
+        ELSE
+            EXECUTE format('SELECT min(seq) FROM %s WHERE ctid < %L::tid', r.rel,
+                           format('(%s,0)', v_sample))
+               INTO oldest_seq;
+            EXECUTE format('SELECT count(*), max(seq) FROM %s WHERE ctid >= %L::tid', r.rel,
+                           format('(%s,0)', v_pages - v_sample))
+               INTO events, newest_seq;
+            events := round(events::numeric / v_sample * v_pages);
+        END IF;
+        -- Recent commits go to the partition of the day it is now.
+        committed_last_minute := NULL;
+        IF NOT v_current_seen AND (r.lower_bound IS NULL OR (v_now >= r.lower_bound AND v_now < r.upper_bound)) THEN
+            committed_last_minute := v_recent;
+            v_current_seen := true;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- The event log per day partition (and the default partition), for
+-- operators and monitoring: service callers and members of pg_monitor.
+CREATE OR REPLACE VIEW notify_ext.log_stats AS
+SELECT * FROM notify_ext._log_stats();
+REVOKE ALL ON notify_ext.log_stats FROM PUBLIC;
+GRANT SELECT ON notify_ext.log_stats TO PUBLIC;

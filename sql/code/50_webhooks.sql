@@ -601,3 +601,43 @@ $$;
 REVOKE ALL ON FUNCTION notify_ext._webhooks_after_insert() FROM PUBLIC;
 CREATE OR REPLACE TRIGGER webhooks_after_insert AFTER INSERT ON notify_ext.webhooks
     FOR EACH STATEMENT EXECUTE FUNCTION notify_ext._webhooks_after_insert();
+
+--------------------------------------------------------------------------
+-- Webhooks at a glance: the view webhook_stats
+--------------------------------------------------------------------------
+
+-- Internal: the rows of webhook_stats, for monitoring callers only.  A
+-- failure is an attempt that got no 2xx answer.  The URL is left out: it
+-- may carry a token in its query.
+CREATE OR REPLACE FUNCTION notify_ext._webhook_stats()
+    RETURNS TABLE (webhook uuid, created_by text, status text, queued bigint,
+                   oldest_undelivered_age interval, attempts_last_hour bigint,
+                   failures_last_hour bigint, last_error text, last_failure_at timestamptz)
+    LANGUAGE plpgsql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM notify_ext._require_monitor('notify_ext.webhook_stats');
+    RETURN QUERY
+    SELECT w.id, w.created_by, w.status, COALESCE(q.queued, 0), date_trunc('second', now() - q.oldest),
+           COALESCE(d.attempts, 0), COALESCE(d.failures, 0), w.last_error, w.last_failure_at
+      FROM notify_ext.webhooks w
+      LEFT JOIN (SELECT x.webhook, count(*) AS queued, min(x.queued_at) AS oldest
+                   FROM notify_ext.webhook_queue x GROUP BY x.webhook) q ON q.webhook = w.id
+      LEFT JOIN (SELECT l.webhook, count(*) AS attempts,
+                        count(*) FILTER (WHERE l.error IS NOT NULL OR l.status_code IS NULL
+                                          OR l.status_code NOT BETWEEN 200 AND 299) AS failures
+                   FROM notify_ext.delivery_log l
+                  WHERE l.created_at > now() - interval '1 hour'
+                  GROUP BY l.webhook) d ON d.webhook = w.id
+     ORDER BY w.created_at, w.id;
+END
+$$;
+
+-- Every webhook's delivery health, for operators and monitoring: service
+-- callers and members of pg_monitor.
+CREATE OR REPLACE VIEW notify_ext.webhook_stats AS
+SELECT * FROM notify_ext._webhook_stats();
+REVOKE ALL ON notify_ext.webhook_stats FROM PUBLIC;
+GRANT SELECT ON notify_ext.webhook_stats TO PUBLIC;

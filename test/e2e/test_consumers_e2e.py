@@ -300,3 +300,43 @@ def test_crash_loses_no_committed_event_and_redelivers_no_acked_one(db, db_dsn, 
         seqs = conn.execute("SELECT array_agg(seq ORDER BY seq) FROM notify_ext.events "
                             "WHERE stream = 'public.crash_items'").fetchone()[0]
         assert len(seqs) == len(set(seqs)) == len(committed)
+
+
+def test_fan_out_wakes_only_the_consumers_whose_scope_holds_the_commit(db, connect):
+    """1,000 consumers on 1,000 subtrees (and one on their common root): a
+    commit in one subtree wakes exactly its consumer and the root's."""
+    subtrees = 1000
+    db.execute("SELECT notify_ext.register_resource('fan_root', 'project')")
+    db.execute("SELECT notify_ext.register_resource('fan_s' || g, 'project', 'fan_root') "
+               "FROM generate_series(0, %s) g", (subtrees - 1,))
+    db.execute("CREATE TABLE public.fan_items (id text PRIMARY KEY, parent text)")
+    db.execute("SELECT notify_ext.track('public.fan_items', 'item', parent_column => 'parent')")
+    consumers = {}
+    for i in range(subtrees):
+        consumers[f"fan_s{i}"] = db.execute(
+            "SELECT notify_ext.create_stream_consumer(%s, deliver => 'new')", (f"fan_s{i}",)).fetchone()[0]
+    consumers["fan_root"] = db.execute(
+        "SELECT notify_ext.create_stream_consumer('fan_root', deliver => 'new')").fetchone()[0]
+    by_id = {str(c): r for r, c in consumers.items()}
+
+    listener = connect()
+    for c in consumers.values():
+        channel = db.execute("SELECT notify_ext.get_event_message_stream(%s)", (c,)).fetchone()[0]
+        listener.execute(f'LISTEN "{channel}"')
+    writer = connect()
+
+    for target in ("fan_s7", "fan_s500", "fan_s999"):
+        writer.execute("INSERT INTO public.fan_items SELECT %s || '_' || g, %s FROM generate_series(1, 3) g",
+                       (target, target))
+        got = notifies(listener, 1.5)
+        woken = sorted(by_id[json.loads(n.extra.decode())["consumer"]] for n in got)
+        assert woken == sorted([target, "fan_root"]), (target, len(got), woken[:10])
+
+    # A commit touching two subtrees wakes those two and the root, once each.
+    writer.execute("INSERT INTO public.fan_items VALUES ('two_a', 'fan_s1'), ('two_b', 'fan_s2')")
+    woken = sorted(by_id[json.loads(n.extra.decode())["consumer"]] for n in notifies(listener, 1.5))
+    assert woken == ["fan_root", "fan_s1", "fan_s2"], woken
+    # Outside every subtree: nobody.
+    db.execute("SELECT notify_ext.register_resource('fan_elsewhere', 'project')")
+    writer.execute("INSERT INTO public.fan_items VALUES ('away', 'fan_elsewhere')")
+    assert notifies(listener, 1.0) == []

@@ -198,6 +198,63 @@ def test_app_role_acts_for_end_users_on_their_channel(login):
     other.execute("SELECT notify_ext.delete_notifications(%s)", ([n42, n43],))
 
 
+def test_changes_are_signalled_by_id_to_every_listener(login):
+    """Reading and deleting are signalled on the inbox channel too, ids only:
+    {"read": [ids]} and {"deleted": [ids]}, so that a second client (another
+    browser tab) stays in step; a change of many ids comes in several
+    NOTIFYs, each under NOTIFY's 8000 bytes."""
+    tab1, tab2 = login(ALICE), login(ALICE)
+    # Start from an empty inbox.
+    tab1.execute("SELECT notify_ext.acknowledge_personal_notifications(ARRAY(SELECT id FROM "
+                 "notify_ext.get_personal_notifications()))")
+    channel = tab1.execute("SELECT notify_ext.subscription_channel()").fetchone()[0]
+    tab2.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    bob = login(BOB)
+    bob.execute(sql.SQL("LISTEN {}").format(
+        sql.Identifier(bob.execute("SELECT notify_ext.subscription_channel()").fetchone()[0])))
+    svc = login(SVC)
+    ids = svc.execute("SELECT notify_ext.create_notifications_bulk(%s)", (json.dumps(
+        [{"user": ALICE, "notification": {"type": "T", "message": f"m{i}"}} for i in range(5)]),)
+    ).fetchone()[0]
+    bob_id = svc.execute("SELECT notify_ext.create_notification(%s, 'T', 'for bob')", (BOB,)).fetchone()[0]
+    assert [json.loads(p) for _, p, _ in collect(tab2, 1.0)] == [{"id": i} for i in ids]
+    collect(bob, 0.5)
+
+    def signals(seconds=1.0):
+        return [json.loads(p) for c, p, _ in collect(tab2, seconds) if c == channel]
+
+    # Read in one tab: the other learns which, exactly once; reading again says nothing.
+    tab1.execute("SELECT notify_ext.mark_as_read(%s)", (ids[:2],))
+    assert signals() == [{"read": sorted(ids[:2])}]
+    tab1.execute("SELECT notify_ext.mark_as_read(%s)", (ids[:2],))
+    assert signals(0.5) == []
+    tab1.execute("SELECT notify_ext.mark_all_as_read()")
+    assert signals() == [{"read": sorted(ids[2:])}]
+    # Acknowledged (deleted) by the user, or deleted by a service.
+    tab1.execute("SELECT notify_ext.acknowledge_personal_notifications(%s)", (ids[:1],))
+    assert signals() == [{"deleted": ids[:1]}]
+    svc.execute("SELECT notify_ext.delete_notifications(%s)", (ids[1:3],))
+    assert signals() == [{"deleted": sorted(ids[1:3])}]
+    # Nothing reaches anyone else's channel, and payloads carry ids only.
+    assert collect(bob, 0.3) == []
+
+    # Many at once: several NOTIFYs, each under 8000 bytes, together every id once.
+    many = svc.execute("SELECT notify_ext.create_notifications_bulk(%s)", (json.dumps(
+        [{"user": ALICE, "notification": {"type": "M", "message": "x"}} for _ in range(2000)]),)
+    ).fetchone()[0]
+    collect(tab2, 1.5)
+    tab1.execute("SELECT notify_ext.mark_all_as_read()")
+    got = collect(tab2, 2.0)
+    assert len(got) > 1 and all(len(p.encode()) < 8000 for _, p, _ in got), [len(p) for _, p, _ in got]
+    read = [i for _, p, _ in got for i in json.loads(p)["read"]]
+    assert sorted(read) == sorted(many) and len(read) == len(set(read))
+    tab1.execute("SELECT notify_ext.acknowledge_personal_notifications(%s)", (many + ids[3:],))
+    got = collect(tab2, 2.0)
+    deleted = [i for _, p, _ in got for i in json.loads(p)["deleted"]]
+    assert sorted(deleted) == sorted(many + ids[3:])
+    svc.execute("SELECT notify_ext.delete_notifications(%s)", ([bob_id],))
+
+
 def refused(conn, query, params=None, sqlstate="42501"):
     with pytest.raises(psycopg.Error) as exc:
         conn.execute(query, params)

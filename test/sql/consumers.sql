@@ -185,3 +185,10 @@ SELECT count(*) AS pending_rows_left FROM notify_ext.consumer_pending WHERE cons
 DELETE FROM notify_ext.consumers;
 DROP TABLE citems;
 DELETE FROM notify_ext.resources WHERE id IN ('cp1', 'cp2');
+
+-- The filter fetches plan for a subtree with nothing else agrees with the generic rule.
+SELECT count(*) AS subtree_rule_differs
+  FROM notify_ext.event_log e, (VALUES ('cp1'), ('cp2'), ('i1'), (NULL)) r(id)
+ WHERE notify_ext._in_subtree(r.id, e.resource_id, e.resource_path)
+       IS DISTINCT FROM notify_ext._in_scope(r.id, true, NULL, NULL, NULL, e.resource_id,
+                                             e.resource_path, e.stream, e.operation, e.occurred_at);
