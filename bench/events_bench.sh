@@ -28,11 +28,16 @@
 #   BENCH_ROWS            rows per bulk insert            (default 200000)
 #   BENCH_ROUNDS          bulk insert rounds per variant  (default 5)
 #   BENCH_PGBENCH_SECONDS duration of one pgbench run     (default 20)
-#   BENCH_PGBENCH_ROUNDS  pgbench runs per variant        (default 3)
+#   BENCH_PGBENCH_ROUNDS  pgbench runs per variant, 0 skips parts 2 and 3 (default 3)
 #   BENCH_PGBENCH_CLIENTS pgbench clients and threads     (default 2)
 #   BENCH_NOSYNC_SECONDS  one run of part 3               (default 10)
 #   BENCH_NOSYNC_ROUNDS   runs per variant in part 3, 0 skips it (default 2)
 #   BENCH_DB              database to create and drop     (default notify_ext_events_bench)
+#   BENCH_BULK_VARIANTS   variants of part 1, untracked first
+#                         (default "untracked tracked plpgsql pgq")
+#   BENCH_BACKEND_CPU     1: part 1 also reports the backend's CPU time and
+#                         minor page faults for the timed statement, read
+#                         from /proc (the server must run on this machine)
 set -euo pipefail
 
 ROWS=${BENCH_ROWS:-200000}
@@ -42,6 +47,7 @@ PGB_ROUNDS=${BENCH_PGBENCH_ROUNDS:-3}
 PGB_CLIENTS=${BENCH_PGBENCH_CLIENTS:-2}
 NOSYNC_SECONDS=${BENCH_NOSYNC_SECONDS:-10}
 NOSYNC_ROUNDS=${BENCH_NOSYNC_ROUNDS:-2}
+BACKEND_CPU=${BENCH_BACKEND_CPU:-0}
 BENCH_DB=${BENCH_DB:-notify_ext_events_bench}
 MAINT_DB=${PGDATABASE:-postgres}
 [ "$MAINT_DB" != "$BENCH_DB" ] || MAINT_DB=postgres
@@ -186,7 +192,10 @@ echo "client: $(nproc 2>/dev/null || echo '?') CPUs, load average $(loadavg); PG
 
 # ------------------------------------------------------------ 1. bulk insert
 
-VARIANTS=(untracked tracked plpgsql pgq)
+read -r -a VARIANTS <<<"${BENCH_BULK_VARIANTS:-untracked tracked plpgsql pgq}"
+[ "${VARIANTS[0]:-}" = untracked ] || die "BENCH_BULK_VARIANTS must start with untracked"
+REVERSED=()
+for ((i = ${#VARIANTS[@]} - 1; i >= 0; i--)); do REVERSED+=("${VARIANTS[i]}"); done
 declare -A LABEL=(
 	[untracked]="untracked table"
 	[tracked]="notify_ext.track()"
@@ -194,43 +203,69 @@ declare -A LABEL=(
 	[pgq]="pgq.logutriga"
 )
 
+# With BENCH_BACKEND_CPU=1, a psql line that prints the backend's CPU time
+# (ns, /proc/PID/schedstat), minor page faults and system time (ticks, the
+# 10th and 15th fields of /proc/PID/stat).
+PROBE=
+if [ "$BACKEND_CPU" = 1 ]; then
+	PROBE="\\! echo \"backend \$(cut -d' ' -f1 /proc/\$BENCH_BACKEND_PID/schedstat) \$(cut -d' ' -f10,15 /proc/\$BENCH_BACKEND_PID/stat)\""
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
 # bulk_run VARIANT: prints the milliseconds and the WAL bytes of one timed
-# bulk insert.
+# bulk insert, then (BENCH_BACKEND_CPU=1) the backend's CPU and system
+# milliseconds and minor page faults, or dashes.
 bulk_run() {
-	local v=$1 table="bulk_$1" out ms wal logged
+	local v=$1 table="bulk_$1" out ms wal logged cpu="- - -"
 	q "SELECT bench_table('$table', '$v')" >/dev/null
 	out=$("${PSQL[@]}" -At -d "$BENCH_DB" <<SQL
 VACUUM;
 CHECKPOINT;
 SELECT pg_current_wal_insert_lsn() AS wal_before \\gset
+SELECT pg_backend_pid() AS backend_pid \\gset
+\\setenv BENCH_BACKEND_PID :backend_pid
+$PROBE
 \\timing on
 INSERT INTO $table (id, parent_id, name, amount)
 SELECT g, 'bench-root', 'item ' || g, (g % 1000)::int
   FROM generate_series(1, $ROWS) g;
 \\timing off
+$PROBE
 SELECT 'wal ' || pg_wal_lsn_diff(pg_current_wal_insert_lsn(), :'wal_before');
 SQL
 	)
 	ms=$(printf '%s\n' "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1)
 	wal=$(printf '%s\n' "$out" | sed -n 's/^wal \([0-9]*\)$/\1/p')
 	[ -n "$ms" ] && [ -n "$wal" ] || die "no timing for $v: $out"
+	if [ "$BACKEND_CPU" = 1 ]; then
+		cpu=$(printf '%s\n' "$out" | awk -v tck="$CLK_TCK" '
+			/^backend [0-9]+ [0-9]+ [0-9]+$/ { n++; ns[n] = $2; flt[n] = $3; st[n] = $4 }
+			END { if (n == 2) printf "%.1f %.0f %d", (ns[2] - ns[1]) / 1e6, (st[2] - st[1]) * 1000 / tck, flt[2] - flt[1] }')
+		[ -n "$cpu" ] || die "BENCH_BACKEND_CPU=1: cannot read the backend's /proc entries (is the server on this machine?): $out"
+	fi
 	logged=$(q "SELECT bench_logged('$table', '$v')")
 	[ "$logged" = "$ROWS" ] || die "$v: expected $ROWS logged rows, found $logged"
-	echo "$ms $wal"
+	echo "$ms $wal $cpu"
 }
 
 echo
 echo "== 1. bulk insert of $ROWS rows, $ROUNDS rounds (ms per round; median, ratio vs untracked) =="
-declare -A TIMES=() WAL=()
+declare -A TIMES=() WAL=() CPU=() SYS=() FAULTS=()
 for ((r = 1; r <= ROUNDS; r++)); do
-	if ((r % 2)); then order=("${VARIANTS[@]}"); else order=(pgq plpgsql tracked untracked); fi
+	if ((r % 2)); then order=("${VARIANTS[@]}"); else order=("${REVERSED[@]}"); fi
 	line="round $r:"
 	for v in "${order[@]}"; do
 		res=$(bulk_run "$v")
-		read -r ms wal <<<"$res"
+		read -r ms wal cpu sys faults <<<"$res"
 		TIMES[$v]="${TIMES[$v]:-} $ms"
 		WAL[$v]=$wal
 		line+=$(printf '  %s %.0f' "$v" "$ms")
+		if [ "$BACKEND_CPU" = 1 ]; then
+			CPU[$v]="${CPU[$v]:-} $cpu"
+			SYS[$v]="${SYS[$v]:-} $sys"
+			FAULTS[$v]="${FAULTS[$v]:-} $faults"
+			line+=$(printf ' (cpu %.0f, system %.0f)' "$cpu" "$sys")
+		fi
 	done
 	echo "$line"
 done
@@ -248,11 +283,34 @@ for v in "${VARIANTS[@]}"; do
 		-v base="${MEDIAN[untracked]}" -v n="$ROWS" -v wal="${WAL[$v]}" \
 		'BEGIN { printf "%-32s %10.1f %8.1f %8.1f %6.2fx %9.0f %11.0f\n", l, m, lo, hi, m / base, n / (m / 1000), wal / n }'
 done
-awk -v t="${MEDIAN[tracked]}" -v p="${MEDIAN[plpgsql]}" -v g="${MEDIAN[pgq]}" -v b="${MEDIAN[untracked]}" -v n="$ROWS" 'BEGIN {
-	printf "added per row (median - untracked): tracked %.2f us, plpgsql %.2f us, pgq %.2f us\n",
-		(t - b) * 1000 / n, (p - b) * 1000 / n, (g - b) * 1000 / n
-	printf "tracked takes %.2fx the time of the PL/pgSQL audit trigger; target: tracked <= 1.60x untracked (now %.2fx)\n",
-		t / p, t / b }'
+awk -v t="${MEDIAN[tracked]:-}" -v p="${MEDIAN[plpgsql]:-}" -v g="${MEDIAN[pgq]:-}" -v b="${MEDIAN[untracked]}" -v n="$ROWS" 'BEGIN {
+	line = ""
+	if (t != "") line = line sprintf(", tracked %.2f us", (t - b) * 1000 / n)
+	if (p != "") line = line sprintf(", plpgsql %.2f us", (p - b) * 1000 / n)
+	if (g != "") line = line sprintf(", pgq %.2f us", (g - b) * 1000 / n)
+	if (line != "") print "added per row (median - untracked):" substr(line, 2)
+	if (t != "" && p != "") printf "tracked takes %.2fx the time of the PL/pgSQL audit trigger\n", t / p
+	if (t != "") printf "target: tracked <= 1.60x untracked (now %.2fx)\n", t / b }'
+if [ "$BACKEND_CPU" = 1 ]; then
+	echo
+	echo "the backend's CPU time for the timed statement (commit included):"
+	printf '%-32s %10s %8s %8s %7s %10s %10s\n' variant "median ms" "min" "max" ratio "system ms" "faults/row"
+	cpu_u=$(printf '%s\n' ${CPU[untracked]} | median)
+	for v in "${VARIANTS[@]}"; do
+		awk -v l="${LABEL[$v]}" -v m="$(printf '%s\n' ${CPU[$v]} | median)" \
+			-v lo="$(printf '%s\n' ${CPU[$v]} | sort -g | head -n 1)" \
+			-v hi="$(printf '%s\n' ${CPU[$v]} | sort -g | tail -n 1)" \
+			-v s="$(printf '%s\n' ${SYS[$v]} | median)" -v f="$(printf '%s\n' ${FAULTS[$v]} | median)" \
+			-v base="$cpu_u" -v n="$ROWS" \
+			'BEGIN { printf "%-32s %10.1f %8.1f %8.1f %6.2fx %10.0f %10.3f\n", l, m, lo, hi, m / base, s, f / n }'
+	done
+fi
+
+if [ "$PGB_ROUNDS" -eq 0 ]; then
+	echo
+	echo "load average at the end: $(loadavg)"
+	exit 0
+fi
 
 # ------------------------------------------------------------ 2. pgbench
 

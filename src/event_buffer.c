@@ -14,8 +14,6 @@
  */
 #include "postgres.h"
 
-#include <sys/mman.h>
-
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -29,7 +27,13 @@
 #include "settings.h"
 #include "ordering.h"
 
-static MemoryContext pending_cxt = NULL;
+/*
+ * The event tuples live in a generation context, PostgreSQL's allocator for
+ * chunks that are freed together: it is reset at transaction end.  Events
+ * written ahead or rolled back are freed one by one, which gives back the
+ * blocks they filled.
+ */
+static MemoryContext events_cxt = NULL;
 static HeapTuple *pending = NULL;	/* their seq columns hold their ordinals */
 static SubTransactionId *pending_subids = NULL; /* the subtransaction of each */
 static int	npending = 0;
@@ -38,137 +42,11 @@ static Size pending_bytes = 0;
 static int64 next_ordinal = 0;	/* events recorded by this transaction */
 static int64 spilled_ordinals = 0;	/* ordinals below this may be spilled */
 static Size retained_bytes = 0; /* kept in memory by the last spill */
-static int	outside_arena = 0;	/* pending[0..this) live in pending_cxt */
 static bool reserved = false;	/* holds commit numbers (ordering.c) */
 
 #define MAX_HOOKS 4
 static EventsHooks hooks[MAX_HOOKS];
 static int	nhooks = 0;
-
-/* ---------------------------------------------------------------------
- * Memory for buffered events
- *
- * Event tuples are carved out of large blocks that are mapped with their
- * pages populated up front and partly kept between transactions: faulting
- * in fresh pages one at a time cost more than everything else the trigger
- * does per row.
- * --------------------------------------------------------------------- */
-
-#define ARENA_BLOCK_SIZE ((Size) 4 * 1024 * 1024)
-#define ARENA_KEPT_BLOCKS 2
-
-typedef struct ArenaBlock
-{
-	struct ArenaBlock *next;
-	Size		size;			/* mapped bytes, header included */
-	Size		used;
-} ArenaBlock;
-
-static ArenaBlock *arena_used = NULL;	/* current block first */
-static ArenaBlock *arena_kept = NULL;
-static int	arena_nkept = 0;
-
-static ArenaBlock *
-arena_map(Size size)
-{
-	ArenaBlock *block = mmap(NULL, size, PROT_READ | PROT_WRITE,
-							 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-
-	if (block == MAP_FAILED)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory"),
-				 errdetail("Failed to map %zu bytes for notify_ext events.", size)));
-	block->size = size;
-	block->used = MAXALIGN(sizeof(ArenaBlock));
-	return block;
-}
-
-static void *
-arena_alloc(Size size)
-{
-	ArenaBlock *block = arena_used;
-	void	   *p;
-
-	size = MAXALIGN(size);
-	if (block == NULL || block->used + size > block->size)
-	{
-		if (size + MAXALIGN(sizeof(ArenaBlock)) > ARENA_BLOCK_SIZE)
-			block = arena_map(size + MAXALIGN(sizeof(ArenaBlock)));
-		else if (arena_kept != NULL)
-		{
-			block = arena_kept;
-			arena_kept = block->next;
-			arena_nkept--;
-			block->used = MAXALIGN(sizeof(ArenaBlock));
-		}
-		else
-			block = arena_map(ARENA_BLOCK_SIZE);
-		block->next = arena_used;
-		arena_used = block;
-	}
-	p = (char *) block + block->used;
-	block->used += size;
-	return p;
-}
-
-/* Frees all event memory, keeping a few ordinary blocks for next time. */
-static void
-arena_reset(void)
-{
-	while (arena_used != NULL)
-	{
-		ArenaBlock *block = arena_used;
-
-		arena_used = block->next;
-		if (block->size == ARENA_BLOCK_SIZE && arena_nkept < ARENA_KEPT_BLOCKS)
-		{
-			block->next = arena_kept;
-			arena_kept = block;
-			arena_nkept++;
-		}
-		else
-			munmap(block, block->size);
-	}
-}
-
-/* heap_form_tuple() into arena memory. */
-static HeapTuple
-form_event_tuple(TupleDesc desc, Datum *values, bool *isnull)
-{
-	bool		hasnull = false;
-	Size		hoff;
-	Size		data_len;
-	Size		len;
-	HeapTuple	tuple;
-	HeapTupleHeader td;
-	int			i;
-
-	for (i = 0; i < desc->natts; i++)
-		hasnull |= isnull[i];
-	hoff = offsetof(HeapTupleHeaderData, t_bits);
-	if (hasnull)
-		hoff += BITMAPLEN(desc->natts);
-	hoff = MAXALIGN(hoff);
-	data_len = heap_compute_data_size(desc, values, isnull);
-	len = hoff + data_len;
-
-	tuple = arena_alloc(HEAPTUPLESIZE + len);
-	td = (HeapTupleHeader) ((char *) tuple + HEAPTUPLESIZE);
-	memset(td, 0, len);			/* alignment padding included */
-	tuple->t_len = len;
-	ItemPointerSetInvalid(&tuple->t_self);
-	tuple->t_tableOid = InvalidOid;
-	tuple->t_data = td;
-	HeapTupleHeaderSetDatumLength(td, len);
-	HeapTupleHeaderSetTypeId(td, desc->tdtypeid);
-	HeapTupleHeaderSetTypMod(td, desc->tdtypmod);
-	HeapTupleHeaderSetNatts(td, desc->natts);
-	td->t_hoff = hoff;
-	heap_fill_tuple(desc, values, isnull, (char *) td + hoff, data_len,
-					&td->t_infomask, hasnull ? td->t_bits : NULL);
-	return tuple;
-}
 
 /* ---------------------------------------------------------------------
  * Buffering
@@ -181,15 +59,18 @@ event_buffer_add(Datum *values, bool *nulls)
 {
 	HeapTuple	tuple;
 	int64		ordinal = next_ordinal;
+	MemoryContext oldcxt;
 
-	if (pending_cxt == NULL)
+	if (events_cxt == NULL)
+		events_cxt = GenerationContextCreate(TopMemoryContext, "notify_ext events",
+											 ALLOCSET_DEFAULT_SIZES);
+	if (pending == NULL)
 	{
-		pending_cxt = AllocSetContextCreate(TopTransactionContext,
-											"notify_ext events",
-											ALLOCSET_DEFAULT_SIZES);
+		/* The arrays go with the transaction. */
 		maxpending = 1024;
-		pending = MemoryContextAlloc(pending_cxt, sizeof(HeapTuple) * maxpending);
-		pending_subids = MemoryContextAlloc(pending_cxt, sizeof(SubTransactionId) * maxpending);
+		pending = MemoryContextAlloc(TopTransactionContext, sizeof(HeapTuple) * maxpending);
+		pending_subids = MemoryContextAlloc(TopTransactionContext,
+											sizeof(SubTransactionId) * maxpending);
 	}
 	else if (npending == maxpending)
 	{
@@ -200,7 +81,9 @@ event_buffer_add(Datum *values, bool *nulls)
 
 	values[EV_SEQ] = Int64GetDatum(ordinal);
 	nulls[EV_SEQ] = false;
-	tuple = form_event_tuple(event_log_desc(), values, nulls);
+	oldcxt = MemoryContextSwitchTo(events_cxt);
+	tuple = heap_form_tuple(event_log_desc(), values, nulls);
+	MemoryContextSwitchTo(oldcxt);
 
 	pending[npending] = tuple;
 	pending_subids[npending] = GetCurrentSubTransactionId();
@@ -213,18 +96,28 @@ event_buffer_add(Datum *values, bool *nulls)
 	return ordinal;
 }
 
+/* Forgets pending[from ..], freeing their tuples. */
+static void
+drop_pending_from(int from)
+{
+	while (npending > from)
+	{
+		npending--;
+		pending_bytes -= HEAPTUPLESIZE + pending[npending]->t_len;
+		heap_freetuple(pending[npending]);
+	}
+}
+
 static void
 reset_pending(void)
 {
-	/* The arrays go with TopTransactionContext. */
-	arena_reset();
-	pending_cxt = NULL;
+	if (events_cxt != NULL)
+		MemoryContextReset(events_cxt);
 	pending = NULL;
 	pending_subids = NULL;
 	npending = maxpending = 0;
 	pending_bytes = 0;
 	retained_bytes = 0;
-	outside_arena = 0;
 	next_ordinal = 0;
 	spilled_ordinals = 0;
 }
@@ -244,7 +137,6 @@ spill_pending(void)
 {
 	SubTransactionId current = GetCurrentSubTransactionId();
 	int			first = npending;
-	int			i;
 
 	while (first > 0 && pending_subids[first - 1] >= current)
 		first--;
@@ -252,22 +144,8 @@ spill_pending(void)
 	{
 		event_write(pending + first, npending - first, 0, true);
 		spilled_ordinals = next_ordinal;
-		npending = first;
-		if (npending > outside_arena)
-		{
-			/* Move the kept events out so the arena can be reused. */
-			MemoryContext old = MemoryContextSwitchTo(pending_cxt);
-
-			for (i = outside_arena; i < npending; i++)
-				pending[i] = heap_copytuple(pending[i]);
-			MemoryContextSwitchTo(old);
-			outside_arena = npending;
-		}
-		arena_reset();
+		drop_pending_from(first);
 	}
-	pending_bytes = 0;
-	for (i = 0; i < npending; i++)
-		pending_bytes += HEAPTUPLESIZE + pending[i]->t_len;
 	retained_bytes = pending_bytes;
 }
 
@@ -368,6 +246,8 @@ static void
 event_buffer_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						 SubTransactionId parentSubid, void *arg)
 {
+	int			first = npending;
+
 	if (event != SUBXACT_EVENT_ABORT_SUB)
 		return;
 
@@ -376,13 +256,10 @@ event_buffer_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	 * a later one, and sits at the end of the buffer.  Spilled rows of the
 	 * subtransaction vanish with it.
 	 */
-	while (npending > 0 && pending_subids[npending - 1] >= mySubid)
-	{
-		npending--;
-		pending_bytes -= HEAPTUPLESIZE + pending[npending]->t_len;
-	}
+	while (first > 0 && pending_subids[first - 1] >= mySubid)
+		first--;
+	drop_pending_from(first);
 	retained_bytes = Min(retained_bytes, pending_bytes);
-	outside_arena = Min(outside_arena, npending);
 }
 
 void

@@ -8,6 +8,12 @@
  * index on seq per partition; events arrive in seq order, so a run of
  * events on one heap block needs only its first and last entered to widen
  * the block range's summary exactly as entering every event would.
+ *
+ * That step, index_seq_runs(), is hand-built where ExecInsertIndexTuples()
+ * for every event would do.  It stays: entering every event would add an
+ * index call per event to the commit of every transaction that writes
+ * several events to a heap block, more work per tracked row than the
+ * capture path may gain (see "Hand-built pieces" in docs/design.md).
  */
 #include "postgres.h"
 
