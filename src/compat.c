@@ -34,6 +34,7 @@ RETIRED_FUNCTION(notify_ext_expired_event_partitions, "notify_ext._expired_event
 RETIRED_FUNCTION(notify_ext_index_has_key_below, "notify_ext._index_has_key_below")
 RETIRED_FUNCTION(notify_ext_retention_interval, "notify_ext._retention_interval")
 RETIRED_FUNCTION(notify_ext_prune, "notify_ext.prune")
+RETIRED_FUNCTION(notify_ext_inbox_notify, "notify_ext._inbox_notify")
 
 /*
  * notify_ext._retention_settings() of 0.1.0, which its install script

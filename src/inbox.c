@@ -4,7 +4,6 @@
  *   - notify_ext._inbox_channel(principal): the principal's NOTIFY channel,
  *     a keyed hash made by keys.c (docs/inbox.md: channel names are
  *     capabilities);
- *   - notify_ext._inbox_notify(recipient, id): one notification's NOTIFY;
  *   - notify_ext._inbox_after_insert(), the statement-level AFTER INSERT
  *     trigger on notify_ext.notifications: one count delta per (recipient,
  *     type), one NOTIFY per new row in insertion order, then folding of
@@ -88,32 +87,6 @@ notify_ext_inbox_channel(PG_FUNCTION_ARGS)
 				 errhint("Use notify_ext.subscription_channel() for your own channel.")));
 	inbox_channel(VARDATA_ANY(p), VARSIZE_ANY_EXHDR(p), out);
 	PG_RETURN_TEXT_P(cstring_to_text(out));
-}
-
-/*
- * notify_ext._inbox_notify(recipient text, id bigint) returns void: queues
- * the NOTIFY of one new notification on the recipient's channel (sent at
- * commit).  Internal, like _inbox_channel().
- */
-PG_FUNCTION_INFO_V1(notify_ext_inbox_notify);
-Datum
-notify_ext_inbox_notify(PG_FUNCTION_ARGS)
-{
-	text	   *recipient;
-	char		channel[NAMEDATALEN];
-	char		payload[PAYLOAD_LEN];
-
-	if (!superuser())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("notify_ext._inbox_notify() is internal")));
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		PG_RETURN_VOID();
-	recipient = PG_GETARG_TEXT_PP(0);
-	inbox_channel(VARDATA_ANY(recipient), VARSIZE_ANY_EXHDR(recipient), channel);
-	inbox_payload(payload, PG_GETARG_INT64(1));
-	Async_Notify(channel, payload);
-	PG_RETURN_VOID();
 }
 
 /* ----------------------------------------------------------------------

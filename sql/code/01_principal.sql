@@ -23,13 +23,6 @@ CREATE OR REPLACE FUNCTION notify_ext._inbox_channel(principal text) RETURNS tex
     LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'notify_ext_inbox_channel';
 REVOKE ALL ON FUNCTION notify_ext._inbox_channel(text) FROM PUBLIC;
 
--- Internal: queues the NOTIFY of one new notification, payload {"id": n}
--- (see 30_inbox.sql).
-CREATE OR REPLACE FUNCTION notify_ext._inbox_notify(recipient text, id bigint)
-    RETURNS void
-    LANGUAGE c VOLATILE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'notify_ext_inbox_notify';
-REVOKE ALL ON FUNCTION notify_ext._inbox_notify(text, bigint) FROM PUBLIC;
-
 -- Raises 42501 naming the view unless the caller is a service caller or
 -- has the privileges of pg_monitor (the monitoring views).
 CREATE OR REPLACE FUNCTION notify_ext._require_monitor(what text) RETURNS void

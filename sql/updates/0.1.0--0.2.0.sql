@@ -39,8 +39,8 @@ $$;
 DROP VIEW notify_ext.tracked_tables;
 
 --------------------------------------------------------------------------
--- Live channels carry ids only: the internal _inbox_notify(recipient, id)
--- replaces the one that also took the notification's content.
+-- The inbox's NOTIFYs are queued by its insert trigger in C; the internal
+-- _inbox_notify(), which nothing called, is gone.
 --------------------------------------------------------------------------
 DROP FUNCTION IF EXISTS notify_ext._inbox_notify(text, bigint, text, text, jsonb, jsonb, timestamptz, boolean);
 

@@ -309,7 +309,6 @@ def test_plain_role_cannot_impersonate_or_read_others(login, db_dsn):
             (BOB,))
     refused(alice, "SELECT * FROM notify_ext.inbox_counts")
     refused(alice, "SELECT notify_ext._inbox_channel(%s)", (BOB,))
-    refused(alice, "SELECT notify_ext._inbox_notify(%s, %s)", (BOB, bob_id))
     refused(alice, "SELECT notify_ext._notify(%s, 'X', 'y', NULL, now(), NULL)", (BOB,))
     refused(alice, "SELECT notify_ext.create_notification(%s, 'X', 'y')", (BOB,))
     refused(alice, "SELECT notify_ext.delete_notifications(%s)", ([bob_id],))

@@ -327,7 +327,6 @@ SELECT regress_try($$TRUNCATE notify_ext.notifications$$);
 SELECT regress_try($$ALTER TABLE notify_ext.notifications DISABLE ROW LEVEL SECURITY$$);
 SELECT regress_try($$SELECT notify_ext._notify('regress_bob', 'T', 'm', NULL, now(), NULL)$$);
 SELECT regress_try($$SELECT notify_ext._inbox_channel('regress_bob')$$);
-SELECT regress_try($$SELECT notify_ext._inbox_notify('regress_bob', 1)$$);
 SELECT regress_try($$SELECT notify_ext._inbox_not_mine('regress_bob', '{1}')$$);
 SELECT regress_try($$SELECT notify_ext._inbox_compact('{regress_bob}')$$);
 SELECT regress_try($$SET notify_ext.principal = 'regress_bob'$$);
