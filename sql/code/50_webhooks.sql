@@ -254,6 +254,8 @@ CREATE OR REPLACE FUNCTION notify_ext.delete_webhook(id uuid) RETURNS void
 AS $$
 BEGIN
     PERFORM notify_ext._require_service_caller('delete_webhook');
+    -- Before any row: see "Lock order" below.
+    LOCK TABLE notify_ext.webhook_queue IN SHARE ROW EXCLUSIVE MODE;
     DELETE FROM notify_ext.webhooks w WHERE w.id = delete_webhook.id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'webhook % does not exist', id
@@ -272,6 +274,8 @@ CREATE OR REPLACE FUNCTION notify_ext.enable_webhook(id uuid) RETURNS void
 AS $$
 BEGIN
     PERFORM notify_ext._require_service_caller('enable_webhook');
+    -- Before any row: see "Lock order" below.
+    LOCK TABLE notify_ext.webhook_queue IN SHARE ROW EXCLUSIVE MODE;
     UPDATE notify_ext.webhooks w
        SET status = 'active', disabled_at = NULL, disabled_reason = NULL,
            failures = 0, failing_since = NULL,
@@ -330,6 +334,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass ''-infinity'' to send every retained event again.';
     END IF;
+    -- Before any row: see "Lock order" below.
+    LOCK TABLE notify_ext.webhook_queue IN SHARE ROW EXCLUSIVE MODE;
     SELECT * INTO w FROM notify_ext.webhooks x WHERE x.id = redeliver.webhook FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'webhook % does not exist', webhook
@@ -366,6 +372,16 @@ GRANT SELECT ON notify_ext.deliveries TO PUBLIC;
 -- The worker's side (called by the background worker only)
 --------------------------------------------------------------------------
 
+-- Lock order.  The worker's calls lock the rows of several webhooks and of
+-- their queues in one transaction, and so can a caller's (delete_webhook()
+-- of several webhooks, which deletes their queues).  Taken in different
+-- orders, such row locks deadlock.  So each side takes a lock on
+-- webhook_queue before any row: the worker's calls ROW EXCLUSIVE, which
+-- they share with each other, and delete_webhook(), enable_webhook() and
+-- redeliver() SHARE ROW EXCLUSIVE, which waits for the worker's
+-- transaction in progress and holds the worker off until the caller's
+-- transaction ends.  Writers of events never lock these rows.
+
 -- The configuration of the active webhooks, secrets unsealed.
 CREATE OR REPLACE FUNCTION notify_ext._webhook_config()
     RETURNS TABLE (id uuid, url text, signing_key bytea, auth_config uuid, auth_type text,
@@ -395,6 +411,7 @@ DECLARE
     v_n bigint;
     v_each bigint;
 BEGIN
+    LOCK TABLE notify_ext.webhook_queue IN ROW EXCLUSIVE MODE;  -- lock order, above
     queued := 0;
     -- The events looked at are shared out among the webhooks behind, so that
     -- one call (and the row locks it holds) stays short however many there are.
@@ -449,6 +466,7 @@ CREATE OR REPLACE FUNCTION notify_ext._webhook_claim(webhooks uuid[], limits int
     LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
+    LOCK TABLE notify_ext.webhook_queue IN ROW EXCLUSIVE MODE;  -- lock order, above
     WITH c AS (
         SELECT q.webhook, q.seq
           FROM unnest(webhooks, limits) l(w, n)
@@ -519,6 +537,7 @@ AS $$
 DECLARE
     r record;
 BEGIN
+    LOCK TABLE notify_ext.webhook_queue IN ROW EXCLUSIVE MODE;  -- lock order, above
     INSERT INTO notify_ext.delivery_log (webhook, seq, attempt, message_id, status_code, error,
                                          duration, next_attempt_at, created_at)
     SELECT x.webhook, x.seq, x.attempt, notify_ext._webhook_message_id(x.webhook, x.seq), x.status,
