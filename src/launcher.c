@@ -45,6 +45,7 @@
 #include "utils/snapmgr.h"
 
 #include "event_buffer.h"
+#include "extension.h"
 #include "launcher.h"
 #include "shmem.h"
 
@@ -341,6 +342,13 @@ db_worker_detach_if(uint64 generation)
  * then exits with an error code so that the launcher starts it again.
  */
 void
+db_worker_connect(Oid dboid)
+{
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pin_worker_search_path();
+}
+
+void
 db_worker_leave_unless_installed(const char *needed, uint64 generation)
 {
 	int			ret;
@@ -351,8 +359,10 @@ db_worker_leave_unless_installed(const char *needed, uint64 generation)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	ret = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_proc p "
-								"JOIN pg_catalog.pg_extension x ON x.extnamespace = p.pronamespace "
-								"WHERE x.extname = 'notify_ext' AND p.proname = $1",
+								"JOIN pg_catalog.pg_extension x "
+								"ON x.extnamespace OPERATOR(pg_catalog.=) p.pronamespace "
+								"WHERE x.extname OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.name "
+								"AND p.proname OPERATOR(pg_catalog.=) $1::pg_catalog.name",
 								1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(needed)},
 								NULL, true, 0);
 	ready = ret == SPI_OK_SELECT && SPI_processed > 0;

@@ -1276,9 +1276,8 @@ notify_ext_relay_worker_main(Datum main_arg)
 	if (!db_worker_attach(DB_WORKER_RELAYS, dboid, &loaded_generation))
 		proc_exit(0);
 
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	db_worker_connect(dboid);
 	pgstat_report_appname("notify_ext relay worker");
-	pin_worker_search_path();
 	/* Losing a commit of this worker only means publishing again. */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	/*

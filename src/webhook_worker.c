@@ -1450,7 +1450,7 @@ notify_ext_webhook_worker_main(Datum main_arg)
 	if (!db_worker_attach(DB_WORKER_WEBHOOKS, my_dboid, &loaded_generation))
 		proc_exit(0);
 
-	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
+	db_worker_connect(my_dboid);
 	pgstat_report_appname("notify_ext webhook worker");
 
 	/* Losing a commit of this worker only means doing the work again. */

@@ -13,6 +13,7 @@ superuser or as the extension's owner.
 """
 
 import json
+import time
 
 import psycopg
 import pytest
@@ -324,3 +325,66 @@ def test_a_schema_made_beforehand_by_someone_else_is_refused(setup):
     finally:
         with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
             su.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def notify_ext_workers(su, datname):
+    return su.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'notify_ext%%worker'"
+        " AND datname = %s", (datname,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("installed", [False, True], ids=["without_notify_ext", "with_a_webhook"])
+def test_database_settings_cannot_steer_the_workers(setup, installed):
+    """The owner of a database sets its search_path to put a schema of its
+    own before pg_catalog, and plants there = operators (name = text, name =
+    name, oid = oid) that run the payload.  After a server start the
+    launcher starts the webhook and relay workers in every database, as the
+    bootstrap superuser, and they run queries there; none may resolve an
+    operator through the database's search_path."""
+    name = "attack_dbsettings"
+    with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+        su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        su.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(MALLORY)))
+    try:
+        with psycopg.connect(dsn_for(name), autocommit=True) as su:
+            su.execute("CREATE TABLE public.evidence (run_as text, attacker text, at timestamptz)")
+            su.execute("GRANT INSERT, SELECT ON public.evidence TO PUBLIC")
+            if installed:
+                su.execute("CREATE EXTENSION notify_ext")
+        with login(dsn_for(name), MALLORY) as m:
+            m.execute("CREATE SCHEMA trap")
+            m.execute(PAYLOAD.format(schema="trap"))
+            for left, right in (("name", "text"), ("name", "name"), ("oid", "oid")):
+                m.execute(f"""
+                    CREATE FUNCTION trap.eq(a {left}, b {right}) RETURNS boolean LANGUAGE plpgsql AS $$
+                    BEGIN
+                        PERFORM trap.payload(a, '{MALLORY}');
+                        RETURN a::text OPERATOR(pg_catalog.=) b::text;
+                    END$$""")
+                m.execute(f"CREATE OPERATOR trap.= (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = trap.eq)")
+            m.execute(sql.SQL("ALTER DATABASE {} SET search_path = trap, pg_catalog").format(sql.Identifier(name)))
+        if installed:
+            # A webhook made now has its worker start under the new settings.
+            with psycopg.connect(dsn_for(name) + " options='-csearch_path=pg_catalog'", autocommit=True) as su:
+                su.execute("SELECT notify_ext.create_webhook('http://192.0.2.1:9/hook')")
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            # A worker's transactions there show in the database's commits.
+            time.sleep(0.5)
+            commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = %s"
+            before = su.execute(commits, (name,)).fetchone()[0]
+            (launcher,) = su.execute(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notify_ext launcher'").fetchone()
+            su.execute("SELECT pg_terminate_backend(%s)", (launcher,))
+            deadline = time.monotonic() + 30
+            while not (su.execute(commits, (name,)).fetchone()[0] > before
+                       and (installed or notify_ext_workers(su, name) == 0)):
+                assert time.monotonic() < deadline, "no worker ran in the database"
+                time.sleep(0.1)
+            time.sleep(1)
+        # Checked with a search_path of our own: the database's is a trap.
+        assert_no_escalation(dsn_for(name) + " options='-csearch_path=pg_catalog,public'")
+        assert_no_escalation(setup)
+    finally:
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            su.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            su.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER").format(sql.Identifier(MALLORY)))
