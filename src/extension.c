@@ -16,6 +16,8 @@
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -124,4 +126,39 @@ stop_acting(ActingRole *saved)
 {
 	AtEOXact_GUC(false, saved->guc_nestlevel);
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+/*
+ * Bytes from outside the server (a webhook endpoint's answer, a NATS
+ * server's error) as text valid in the database's encoding, of at most max
+ * bytes: a NUL or an invalid byte becomes '?', and a character cut off at
+ * the end is left out.  Stored text that is not valid would fail clients
+ * that convert it and the restore of every dump.
+ */
+char *
+valid_db_text(const char *data, int len, int max)
+{
+	int			enc = GetDatabaseEncoding();
+	StringInfoData out;
+	int			i = 0;
+
+	initStringInfo(&out);
+	while (i < len && out.len < max)
+	{
+		int			l = pg_encoding_mblen(enc, data + i);
+
+		if (l > len - i)
+			break;
+		if (data[i] == '\0' || pg_encoding_verifymbchar(enc, data + i, l) != l)
+		{
+			appendStringInfoChar(&out, '?');
+			i++;
+			continue;
+		}
+		if (out.len + l > max)
+			break;
+		appendBinaryStringInfo(&out, data + i, l);
+		i += l;
+	}
+	return out.data;
 }

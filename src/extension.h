@@ -62,4 +62,11 @@ extern void stop_acting(ActingRole *saved);
  */
 extern void pin_worker_search_path(void);
 
+/*
+ * Bytes from outside the server as text valid in the database's encoding,
+ * at most max bytes long: a NUL or an invalid byte becomes '?', a character
+ * cut off at the end is left out.  palloc'd.
+ */
+extern char *valid_db_text(const char *data, int len, int max);
+
 #endif							/* NOTIFY_EXT_EXTENSION_H */

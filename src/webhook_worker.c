@@ -285,41 +285,6 @@ retry_delay_ms(int failures)
  * Results
  * --------------------------------------------------------------------- */
 
-/*
- * Bytes from outside the server (an endpoint's answer) as text valid in the
- * database's encoding, of at most max bytes: a NUL or an invalid byte
- * becomes '?', and a character cut off at the end is left out.  Stored
- * text that is not valid would fail clients that convert it and the
- * restore of every dump.
- */
-static char *
-valid_text(const char *data, int len, int max)
-{
-	int			enc = GetDatabaseEncoding();
-	StringInfoData out;
-	int			i = 0;
-
-	initStringInfo(&out);
-	while (i < len && out.len < max)
-	{
-		int			l = pg_encoding_mblen(enc, data + i);
-
-		if (l > len - i)
-			break;
-		if (data[i] == '\0' || pg_encoding_verifymbchar(enc, data + i, l) != l)
-		{
-			appendStringInfoChar(&out, '?');
-			i++;
-			continue;
-		}
-		if (out.len + l > max)
-			break;
-		appendBinaryStringInfo(&out, data + i, l);
-		i += l;
-	}
-	return out.data;
-}
-
 static void
 add_result(const pg_uuid_t *webhook, int64 seq, int attempt, int status, const char *error,
 		   double duration_ms, TimestampTz next_at, char outcome, TimestampTz at)
@@ -342,7 +307,7 @@ add_result(const pg_uuid_t *webhook, int64 seq, int attempt, int status, const c
 	r->error = NULL;
 	if (error != NULL)
 	{
-		char	   *text = valid_text(error, strlen(error), INT_MAX);
+		char	   *text = valid_db_text(error, strlen(error), INT_MAX);
 
 		r->error = cxt_strdup(text);
 		pfree(text);
@@ -972,7 +937,7 @@ finish_token(Transfer *t, CURLcode code)
 						 : curl_error_text(t, code));
 	else if (status < 200 || status > 299)
 		error = psprintf("token request to %s failed: HTTP %ld: %s", tk->token_url, status,
-						 valid_text(t->resp.data, t->resp.len, ERROR_BODY_BYTES));
+						 valid_db_text(t->resp.data, t->resp.len, ERROR_BODY_BYTES));
 	else
 	{
 		TokenParse	tp;
@@ -1095,7 +1060,7 @@ delivery_done(Transfer *t, CURLcode code)
 	curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry_after);
 #endif
 	if (t->resp.len > 0)
-		error = psprintf("HTTP %ld: %s", status, valid_text(t->resp.data, t->resp.len, ERROR_BODY_BYTES));
+		error = psprintf("HTTP %ld: %s", status, valid_db_text(t->resp.data, t->resp.len, ERROR_BODY_BYTES));
 	else
 		error = psprintf("HTTP %ld", status);
 	finish_delivery(t, (int) status, error, (long) retry_after, false);
