@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
@@ -110,9 +111,34 @@ act_as(Oid role, bool restricted, ActingRole *saved)
 }
 
 void
-pin_worker_search_path(void)
+pin_worker_settings(void)
 {
+	Oid			self = GetAuthenticatedUserId();
+
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("notify_ext.principal", "", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * A worker connected without naming a role takes the database's
+	 * session_authorization; its check looks the role up in the catalogs.
+	 */
+	if (GetSessionUserId() != self)
+	{
+		StartTransactionCommand();
+		SetConfigOption("session_authorization", GetUserNameFromId(self, false),
+						PGC_SUSET, PGC_S_OVERRIDE);
+		CommitTransactionCommand();
+	}
+	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
+	if (GetSessionUserId() != self || GetUserId() != self)
+		ereport(FATAL,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("notify_ext background worker runs as role %u, not as role %u it connected as",
+						GetUserId(), self)));
 }
 
 void

@@ -390,6 +390,51 @@ def test_database_settings_cannot_steer_the_workers(setup, installed):
             su.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER").format(sql.Identifier(MALLORY)))
 
 
+def test_database_settings_cannot_change_who_the_workers_are(setup):
+    """The owner of a database sets, for every session there, role and
+    session_authorization to itself, read-only transactions and a statement
+    timeout of 1 ms.  The webhook worker connects there as the bootstrap
+    superuser and applies the database's settings: it must still be that
+    superuser, able to write, and deliver."""
+    from webhook_servers import HookServer
+
+    name = "attack_dbroles"
+    hook = HookServer()
+    with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+        su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        su.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(MALLORY)))
+    # The superuser's own sessions there override what the owner sets.
+    su_dsn = dsn_for(name) + (" options='-crole=none -cdefault_transaction_read_only=off"
+                              " -cstatement_timeout=0 -csearch_path=pg_catalog,public'")
+    try:
+        with psycopg.connect(su_dsn, autocommit=True) as su:
+            su.execute("CREATE EXTENSION notify_ext")
+            su.execute("SELECT notify_ext.create_webhook(%s)", (hook.url(),))
+        with login(dsn_for("postgres"), MALLORY) as m:
+            for setting in ("role = {}", "session_authorization = {}",
+                            "default_transaction_read_only = on", "statement_timeout = 1"):
+                m.execute(sql.SQL("ALTER DATABASE {} SET " + setting).format(
+                    sql.Identifier(name), sql.Identifier(MALLORY)))
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            # The running worker is started again, under the new settings.
+            su.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       " WHERE backend_type = 'notify_ext webhook worker' AND datname = %s", (name,))
+        with psycopg.connect(su_dsn, autocommit=True) as su:
+            su.execute("SELECT notify_ext.publish('s', 'attack.dbroles')")
+        hook.wait_for(1, timeout=30)
+        # ... and recorded it (a write, with the owner's rights).
+        with psycopg.connect(su_dsn, autocommit=True) as su:
+            deadline = time.monotonic() + 15
+            while su.execute("SELECT count(*) FROM notify_ext.deliveries WHERE status_code = 200").fetchone()[0] == 0:
+                assert time.monotonic() < deadline, "the delivery was not recorded"
+                time.sleep(0.1)
+        assert_no_escalation(setup)
+    finally:
+        hook.close()
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 def test_pruning_job_runs_only_in_its_own_database(setup):
     """schedule_pruning() makes a pg_cron job that runs prune() as the
     extension's owner (a superuser) in the database the job names, by name.
