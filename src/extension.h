@@ -62,7 +62,7 @@ extern void stop_acting(ActingRole *saved);
  * there (ALTER DATABASE ... SET).  Pinned for the whole session, whatever
  * the database's or the role's settings say: search_path, the role and
  * session user (the one the worker connected as), read-only transactions,
- * statement, lock and idle timeouts, notify_ext.principal.
+ * statement, lock and idle timeouts, exit_on_error, notify_ext.principal.
  */
 extern void pin_worker_settings(void);
 
