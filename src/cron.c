@@ -177,7 +177,7 @@ notify_ext_cron_main(Datum arg)
 				 errmsg("notify_ext pg_cron call: could not attach to its shared memory segment")));
 	call = dsm_segment_address(seg);
 	BackgroundWorkerInitializeConnectionByOid(call->dboid, call->useroid, 0);
-	pin_worker_search_path();
+	pin_worker_settings();
 
 	cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();

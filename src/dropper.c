@@ -119,7 +119,7 @@ notify_ext_dropper_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.useroid, 0);
-	pin_worker_search_path();
+	pin_worker_settings();
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();

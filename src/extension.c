@@ -12,10 +12,13 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -108,9 +111,35 @@ act_as(Oid role, bool restricted, ActingRole *saved)
 }
 
 void
-pin_worker_search_path(void)
+pin_worker_settings(void)
 {
+	Oid			self = GetAuthenticatedUserId();
+
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("exit_on_error", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("notify_ext.principal", "", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * A worker connected without naming a role takes the database's
+	 * session_authorization; its check looks the role up in the catalogs.
+	 */
+	if (GetSessionUserId() != self)
+	{
+		StartTransactionCommand();
+		SetConfigOption("session_authorization", GetUserNameFromId(self, false),
+						PGC_SUSET, PGC_S_OVERRIDE);
+		CommitTransactionCommand();
+	}
+	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
+	if (GetSessionUserId() != self || GetUserId() != self)
+		ereport(FATAL,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("notify_ext background worker runs as role %u, not as role %u it connected as",
+						GetUserId(), self)));
 }
 
 void
@@ -124,4 +153,39 @@ stop_acting(ActingRole *saved)
 {
 	AtEOXact_GUC(false, saved->guc_nestlevel);
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+/*
+ * Bytes from outside the server (a webhook endpoint's answer, a NATS
+ * server's error) as text valid in the database's encoding, of at most max
+ * bytes: a NUL or an invalid byte becomes '?', and a character cut off at
+ * the end is left out.  Stored text that is not valid would fail clients
+ * that convert it and the restore of every dump.
+ */
+char *
+valid_db_text(const char *data, int len, int max)
+{
+	int			enc = GetDatabaseEncoding();
+	StringInfoData out;
+	int			i = 0;
+
+	initStringInfo(&out);
+	while (i < len && out.len < max)
+	{
+		int			l = pg_encoding_mblen(enc, data + i);
+
+		if (l > len - i)
+			break;
+		if (data[i] == '\0' || pg_encoding_verifymbchar(enc, data + i, l) != l)
+		{
+			appendStringInfoChar(&out, '?');
+			i++;
+			continue;
+		}
+		if (out.len + l > max)
+			break;
+		appendBinaryStringInfo(&out, data + i, l);
+		i += l;
+	}
+	return out.data;
 }

@@ -57,9 +57,20 @@ extern void act_as_extension_owner(ActingRole *saved);
 extern void stop_acting(ActingRole *saved);
 
 /*
- * For background workers, once connected: search_path is pinned for the
- * whole session, whatever the database's or the role's settings say.
+ * For background workers, once connected, before the first query: a
+ * database's owner may set any user-settable parameter for every session
+ * there (ALTER DATABASE ... SET).  Pinned for the whole session, whatever
+ * the database's or the role's settings say: search_path, the role and
+ * session user (the one the worker connected as), read-only transactions,
+ * statement, lock and idle timeouts, exit_on_error, notify_ext.principal.
  */
-extern void pin_worker_search_path(void);
+extern void pin_worker_settings(void);
+
+/*
+ * Bytes from outside the server as text valid in the database's encoding,
+ * at most max bytes long: a NUL or an invalid byte becomes '?', a character
+ * cut off at the end is left out.  palloc'd.
+ */
+extern char *valid_db_text(const char *data, int len, int max);
 
 #endif							/* NOTIFY_EXT_EXTENSION_H */

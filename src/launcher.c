@@ -345,7 +345,7 @@ void
 db_worker_connect(Oid dboid)
 {
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	pin_worker_search_path();
+	pin_worker_settings();
 }
 
 void

@@ -382,7 +382,14 @@ set_state(Relay *r, RelayState state, const char *error)
 	r->state = state;
 	if (r->error)
 		pfree(r->error);
-	r->error = cxt_strdup(error);
+	r->error = NULL;
+	if (error != NULL)
+	{
+		char	   *text = valid_db_text(error, strlen(error), INT_MAX);
+
+		r->error = cxt_strdup(text);
+		pfree(text);
+	}
 }
 
 /* Closes the session; what was in flight is published again next time. */

@@ -298,7 +298,7 @@ notify_ext_summarizer_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
-	pin_worker_search_path();
+	pin_worker_settings();
 
 	LWLockAcquire(&shared->lock, LW_EXCLUSIVE);
 	db = hash_search(databases, &my_dboid, HASH_FIND, NULL);

@@ -304,7 +304,14 @@ add_result(const pg_uuid_t *webhook, int64 seq, int attempt, int status, const c
 	r->seq = seq;
 	r->attempt = attempt;
 	r->status = status;
-	r->error = cxt_strdup(error);
+	r->error = NULL;
+	if (error != NULL)
+	{
+		char	   *text = valid_db_text(error, strlen(error), INT_MAX);
+
+		r->error = cxt_strdup(text);
+		pfree(text);
+	}
 	r->duration_ms = duration_ms;
 	r->next_at = next_at;
 	r->outcome = outcome;
@@ -929,8 +936,8 @@ finish_token(Transfer *t, CURLcode code)
 						 ? psprintf("timed out after %d ms", webhook_timeout_ms)
 						 : curl_error_text(t, code));
 	else if (status < 200 || status > 299)
-		error = psprintf("token request to %s failed: HTTP %ld: %.*s", tk->token_url, status,
-						 Min(t->resp.len, ERROR_BODY_BYTES), t->resp.data);
+		error = psprintf("token request to %s failed: HTTP %ld: %s", tk->token_url, status,
+						 valid_db_text(t->resp.data, t->resp.len, ERROR_BODY_BYTES));
 	else
 	{
 		TokenParse	tp;
@@ -1053,7 +1060,7 @@ delivery_done(Transfer *t, CURLcode code)
 	curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry_after);
 #endif
 	if (t->resp.len > 0)
-		error = psprintf("HTTP %ld: %.*s", status, Min(t->resp.len, ERROR_BODY_BYTES), t->resp.data);
+		error = psprintf("HTTP %ld: %s", status, valid_db_text(t->resp.data, t->resp.len, ERROR_BODY_BYTES));
 	else
 		error = psprintf("HTTP %ld", status);
 	finish_delivery(t, (int) status, error, (long) retry_after, false);

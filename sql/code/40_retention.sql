@@ -376,7 +376,8 @@ GRANT EXECUTE ON FUNCTION notify_ext.prune() TO PUBLIC;
 -- notify_ext._cron_call() makes it there with cron.schedule_in_database()
 -- (from a background worker connected to that database).  The job is owned
 -- by the extension's owner, so there is one job per database whoever
--- schedules it, and it runs prune() with the owner's rights.
+-- schedules it, and it runs prune() with the owner's rights, in this
+-- database only (_prune_job_command()).
 --------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION notify_ext._cron_call(op text, job_name text, schedule text DEFAULT NULL,
@@ -392,6 +393,47 @@ CREATE OR REPLACE FUNCTION notify_ext._prune_job_name() RETURNS text
 AS $$
     SELECT 'notify_ext_prune_' || pg_catalog.current_database()
 $$;
+
+-- Internal: the command of this database's pruning job.
+--
+-- pg_cron names the database a job runs in by name, and runs the job as
+-- its owner (the extension's owner, a superuser) in whatever database has
+-- that name when the job falls due.  After this database is dropped, or
+-- renamed, a role that may create databases can create one of this name
+-- and a schema notify_ext with a prune() of its own in it; a bare
+-- 'SELECT notify_ext.prune()' would run that as the superuser.  So the
+-- command runs prune() only in this database (by OID) and only where
+-- notify_ext is installed, and otherwise fails with 55000 before anything
+-- else is looked up.  It is a DO block because PL/pgSQL plans PERFORM only
+-- when it gets there: in a plain query, the planner may run a function the
+-- database's owner declared IMMUTABLE while it plans, whatever the WHERE
+-- clause says.  Every name is qualified, and search_path is pinned first:
+-- the database's own settings apply to the job's session.
+CREATE OR REPLACE FUNCTION notify_ext._prune_job_command() RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT pg_catalog.format($cmd$SET search_path = pg_catalog, pg_temp; DO $notify_ext_prune$
+DECLARE
+  v_db pg_catalog.oid := (SELECT d.oid FROM pg_catalog.pg_database d
+    WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database());
+BEGIN
+  IF v_db IS NULL OR v_db OPERATOR(pg_catalog.<>) %s::pg_catalog.oid OR NOT EXISTS (
+      SELECT FROM pg_catalog.pg_extension x JOIN pg_catalog.pg_namespace n
+        ON n.oid OPERATOR(pg_catalog.=) x.extnamespace
+      WHERE x.extname OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.name
+        AND n.nspname OPERATOR(pg_catalog.=) 'notify_ext'::pg_catalog.name) THEN
+    RAISE EXCEPTION 'this pruning job was scheduled in the database with OID %s, not in database "%%" (OID %%) with notify_ext', pg_catalog.current_database(), v_db
+      USING ERRCODE = '55000',
+        HINT = 'Remove the job with cron.unschedule() and call notify_ext.schedule_pruning() in the database to prune.';
+  END IF;
+  PERFORM notify_ext.prune();
+END
+$notify_ext_prune$$cmd$, d.oid, d.oid)
+      FROM pg_catalog.pg_database d
+     WHERE d.datname = pg_catalog.current_database()
+$fn$;
+REVOKE ALL ON FUNCTION notify_ext._prune_job_command() FROM PUBLIC;
 
 -- Internal: the database pg_cron works in; 55000 when pg_cron is not loaded.
 CREATE OR REPLACE FUNCTION notify_ext._pg_cron_database() RETURNS text
@@ -422,7 +464,7 @@ CREATE OR REPLACE FUNCTION notify_ext.schedule_pruning(schedule text DEFAULT '*/
 AS $$
 DECLARE
     v_job text := notify_ext._prune_job_name();
-    v_command text := 'SELECT notify_ext.prune()';
+    v_command text := notify_ext._prune_job_command();
     v_cron_db text;
     v_id bigint;
 BEGIN

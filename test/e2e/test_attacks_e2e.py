@@ -388,3 +388,103 @@ def test_database_settings_cannot_steer_the_workers(setup, installed):
         with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
             su.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
             su.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER").format(sql.Identifier(MALLORY)))
+
+
+def test_database_settings_cannot_change_who_the_workers_are(setup):
+    """The owner of a database sets, for every session there, role and
+    session_authorization to itself, read-only transactions and a statement
+    timeout of 1 ms.  The webhook worker connects there as the bootstrap
+    superuser and applies the database's settings: it must still be that
+    superuser, able to write, and deliver."""
+    from webhook_servers import HookServer
+
+    name = "attack_dbroles"
+    hook = HookServer()
+    with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+        su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        su.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(MALLORY)))
+    # The superuser's own sessions there override what the owner sets.
+    su_dsn = dsn_for(name) + (" options='-crole=none -cdefault_transaction_read_only=off"
+                              " -cstatement_timeout=0 -csearch_path=pg_catalog,public'")
+    try:
+        with psycopg.connect(su_dsn, autocommit=True) as su:
+            su.execute("CREATE EXTENSION notify_ext")
+            su.execute("SELECT notify_ext.create_webhook(%s)", (hook.url(),))
+        with login(dsn_for("postgres"), MALLORY) as m:
+            for setting in ("role = {}", "session_authorization = {}",
+                            "default_transaction_read_only = on", "statement_timeout = 1"):
+                m.execute(sql.SQL("ALTER DATABASE {} SET " + setting).format(
+                    sql.Identifier(name), sql.Identifier(MALLORY)))
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            # The running worker is started again, under the new settings.
+            su.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       " WHERE backend_type = 'notify_ext webhook worker' AND datname = %s", (name,))
+        with psycopg.connect(su_dsn, autocommit=True) as su:
+            su.execute("SELECT notify_ext.publish('s', 'attack.dbroles')")
+        hook.wait_for(1, timeout=30)
+        # ... and recorded it (a write, with the owner's rights).
+        with psycopg.connect(su_dsn, autocommit=True) as su:
+            deadline = time.monotonic() + 15
+            while su.execute("SELECT count(*) FROM notify_ext.deliveries WHERE status_code = 200").fetchone()[0] == 0:
+                assert time.monotonic() < deadline, "the delivery was not recorded"
+                time.sleep(0.1)
+        assert_no_escalation(setup)
+    finally:
+        hook.close()
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_pruning_job_runs_only_in_its_own_database(setup):
+    """schedule_pruning() makes a pg_cron job that runs prune() as the
+    extension's owner (a superuser) in the database the job names, by name.
+    The database is dropped (the tenant leaves); the job stays in pg_cron.
+    mallory, who may create databases, creates one of that name with a
+    schema notify_ext and a prune() there that runs the payload.  The job's
+    next run is played here the way pg_cron runs it: its command, in its
+    database, as its user."""
+    name = "attack_cronjob"
+    with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+        preload = su.execute("SHOW shared_preload_libraries").fetchone()[0]
+        if "pg_cron" not in preload:
+            pytest.skip("pg_cron is not in shared_preload_libraries of the test cluster")
+        cron_db = su.execute("SHOW cron.database_name").fetchone()[0]
+        su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        su.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        su.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(MALLORY)))
+    cron = psycopg.connect(dsn_for(cron_db), autocommit=True)
+    had_cron = cron.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'").fetchone()[0] > 0
+    if not had_cron:
+        cron.execute("CREATE EXTENSION pg_cron")
+    job_name = f"notify_ext_prune_{name}"
+    try:
+        with psycopg.connect(dsn_for(name), autocommit=True) as su:
+            su.execute("CREATE EXTENSION notify_ext")
+            su.execute("SELECT notify_ext.schedule_pruning()")
+            # The job runs in its own database.
+            (command,) = cron.execute("SELECT command FROM cron.job WHERE jobname = %s", (job_name,)).fetchone()
+            su.execute(command)
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            su.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        with login(dsn_for("postgres"), MALLORY) as m:
+            m.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        with login(dsn_for(name), MALLORY) as m:
+            m.execute("CREATE TABLE public.evidence (run_as text, attacker text, at timestamptz)")
+            m.execute("CREATE SCHEMA notify_ext")
+            m.execute(PAYLOAD.format(schema="notify_ext"))
+            m.execute(f"""CREATE FUNCTION notify_ext.prune() RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+                SELECT pg_catalog.jsonb_build_object('ran', notify_ext.payload(1, '{MALLORY}')) $$""")
+        (command, database, username) = cron.execute(
+            "SELECT command, database, username FROM cron.job WHERE jobname = %s", (job_name,)).fetchone()
+        assert database == name
+        with psycopg.connect(dsn_for(database), user=username, autocommit=True) as job:
+            assert sqlstate(job, command) == "55000"
+        assert_no_escalation(dsn_for(name) + " options='-csearch_path=pg_catalog,public'")
+    finally:
+        cron.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s", (job_name,))
+        if not had_cron:
+            cron.execute("DROP EXTENSION pg_cron")
+        cron.close()
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            su.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER NOCREATEDB").format(sql.Identifier(MALLORY)))

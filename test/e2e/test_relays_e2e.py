@@ -493,3 +493,47 @@ def test_server_url_credentials_are_not_echoed(db):
         log = f.read()
     assert "is not valid for a relay" in log
     assert "pa55-in-url" not in log and "t0ken-in-url" not in log and "t0ken-as-a-string" not in log
+
+
+def test_a_servers_error_text_is_stored_as_valid_text(db_dsn):
+    """A NATS server refuses the connection with -ERR and bytes that are
+    not UTF-8.  last_error keeps what the server said, as text valid in the
+    database's encoding: text that is not would fail clients that convert
+    it and the restore of every dump (COPY checks the encoding)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                conn.settimeout(5)
+                conn.sendall(b'INFO {"server_id":"fake","version":"2.9.0","proto":1,'
+                             b'"max_payload":1048576,"headers":true}\r\n')
+                conn.recv(4096)
+                conn.sendall(b"-ERR '\xff\xfe bad \x80'\r\n")
+                conn.recv(4096)
+            except OSError:
+                pass
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with psycopg.connect(db_dsn, autocommit=True) as db:
+            relay = db.execute(
+                "SELECT notify_ext.create_relay('refused', ARRAY[%s], 'REFUSED', ensure_stream => false)",
+                (f"nats://127.0.0.1:{port}",)).fetchone()[0]
+            query = "SELECT last_error::bytea FROM notify_ext.relays WHERE id = %s"
+            wait_for(lambda: db.execute(query, (relay,)).fetchone()[0] is not None, what="last_error")
+            text = db.execute(query, (relay,)).fetchone()[0].decode("utf-8")   # raises on invalid UTF-8
+            assert text.endswith("?? bad ?"), text
+    finally:
+        listener.close()

@@ -99,7 +99,9 @@ def test_scheduled_job_runs_in_this_database_and_prunes(db_dsn, cron_setup):
         rows = cron.execute(
             "SELECT jobid, schedule, command, database FROM cron.job WHERE jobname = %s",
             (f"notify_ext_prune_{dbname}",)).fetchall()
-        assert rows == [(job, "* * * * *", "SELECT notify_ext.prune()", dbname)]
+        command = db.execute("SELECT notify_ext._prune_job_command()").fetchone()[0]
+        assert rows == [(job, "* * * * *", command, dbname)]
+        assert "PERFORM notify_ext.prune();" in command
 
         # pg_cron starts it at the next full minute.
         deadline = time.monotonic() + 150

@@ -175,6 +175,27 @@ def test_500_then_success_keeps_webhook_id(db, servers):
     assert len(hook.requests) == 2
 
 
+def test_error_bodies_are_stored_as_valid_text(db, servers):
+    """An endpoint's answer is stored, cut, in the error of the attempt.
+    Whatever bytes it sends (invalid UTF-8, a NUL, a character cut by the
+    limit), the stored text is valid in the database's encoding: text that
+    is not would fail every client that converts it, and every restore of
+    a dump (COPY checks the encoding)."""
+    bodies = {1: b"\xff\xfe bad \x00 after", 2: b"a" * 199 + "\u00e9".encode()}
+    hook = servers(HookServer, lambda req, n: (500, {}, bodies[n]) if n in bodies else (200, {}, b""))
+    wh = create_webhook(db, hook.url())
+    publish(db)
+    hook.wait_for(3)
+    wait_until(lambda: len(deliveries(db, wh)) == 3, what="three attempts")
+    errors = [r[0] for r in db.execute(
+        "SELECT error::bytea FROM notify_ext.deliveries WHERE webhook = %s AND error IS NOT NULL"
+        " ORDER BY attempt", (wh,)).fetchall()]
+    assert len(errors) == 2
+    texts = [e.decode("utf-8") for e in errors]   # raises on invalid UTF-8
+    assert texts[0] == "HTTP 500: ?? bad ? after"
+    assert texts[1] == "HTTP 500: " + "a" * 199   # the cut character is left out
+
+
 def test_slow_endpoint_times_out(db, servers):
     def respond(req, n):
         if n == 1:
