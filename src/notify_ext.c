@@ -21,6 +21,7 @@
 #include "event_buffer.h"
 #include "extension.h"
 #include "launcher.h"
+#include "lock_guard.h"
 #include "settings.h"
 #include "ordering.h"
 #include "principal.h"
@@ -374,6 +375,7 @@ _PG_init(void)
 	wakeup_init();
 	launcher_init();
 	commit_stats_init();
+	lock_guard_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -340,6 +340,20 @@ SELECT count(*) > 0 AS saw_own FROM notify_ext.notifications n WHERE pg_temp.lea
 SELECT principal, type FROM notify_ext.notification_preferences;
 DROP FUNCTION pg_temp.leak(text);
 RESET ROLE;
+-- Locks: DELETE and UPDATE (read) would let a plain role LOCK the table in
+-- any mode and hold it, stopping every inbox call of everyone.  Modes up to
+-- ROW EXCLUSIVE (what its own UPDATE or DELETE takes) stay allowed; stronger
+-- ones are refused, also through a view of the role's own.
+SET ROLE regress_alice;
+BEGIN;
+SELECT regress_try($$LOCK TABLE notify_ext.notifications IN ACCESS EXCLUSIVE MODE$$);
+SELECT regress_try($$LOCK TABLE notify_ext.notifications IN SHARE MODE$$);
+SELECT regress_try($$LOCK TABLE notify_ext.notifications IN ROW EXCLUSIVE MODE$$);
+CREATE TEMP VIEW own_inbox AS SELECT * FROM notify_ext.notifications;
+SELECT regress_try($$LOCK TABLE own_inbox IN EXCLUSIVE MODE$$);
+SELECT regress_try($$LOCK TABLE notify_ext.events IN ACCESS EXCLUSIVE MODE$$);
+ROLLBACK;
+RESET ROLE;
 SELECT count(*) AS bob_rows, count(*) FILTER (WHERE read) AS bob_read
   FROM notify_ext.notifications WHERE recipient = 'regress_bob';
 
@@ -410,6 +424,18 @@ SELECT count(*) <= 256 AS locks_of_the_transaction
 SELECT sum(total) AS total, sum(unread) AS unread FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%';
 COMMIT;
 DELETE FROM notify_ext.inbox_counts WHERE recipient LIKE 'regress\_h%';
+
+-- delete_notifications() of many ids costs in proportion to their number,
+-- also when they do not fit in work_mem (beyond it, a NOT IN over the
+-- deleted ids costs the square of their number: hours for 1,000,000).
+BEGIN;
+INSERT INTO notify_ext.notifications (recipient, type, message)
+SELECT 'regress_many', 'T', 'm' FROM generate_series(1, 30000);
+SET LOCAL work_mem = '64kB';
+SET LOCAL statement_timeout = '10s';
+SELECT notify_ext.delete_notifications(
+    ARRAY(SELECT id FROM notify_ext.notifications WHERE recipient = 'regress_many') || ARRAY[-1, -1, NULL]);
+ROLLBACK;
 
 -- Clean up.
 DELETE FROM notify_ext.notifications WHERE recipient LIKE 'regress\_%';
