@@ -37,7 +37,10 @@
 #include "ordering.h"
 #include "shmem.h"
 
-/* Databases that can use notify_ext at the same time in one cluster. */
+/*
+ * Databases the slots are sized for; more use the server's spare shared
+ * memory, and slots of dropped databases are reused past this many.
+ */
 #define ORDERING_MAX_DATABASES 256
 
 /* How many numbers one write to the reservation sequence covers. */
@@ -125,19 +128,22 @@ relation_owner(Oid relid)
 	return owner;
 }
 
-/* The slot of this database; with create, claims one.  Lock held. */
+/* The slot of this database; with create, claims one (shmem_database_enter()).  Lock held. */
 static OrderingDatabase *
 database_slot(bool create)
 {
 	OrderingDatabase *db;
 	bool		found;
 
-	db = hash_search(databases, &MyDatabaseId, create ? HASH_ENTER_NULL : HASH_FIND, &found);
+	if (create)
+		db = shmem_database_enter(databases, ORDERING_MAX_DATABASES, MyDatabaseId, &found);
+	else
+		db = hash_search(databases, &MyDatabaseId, HASH_FIND, &found);
 	if (create && db == NULL)
 		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("more than %d databases use notify_ext", ORDERING_MAX_DATABASES),
-				 errhint("Restart the server to free the slots of dropped databases.")));
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("no shared memory is left for the state of database %u", MyDatabaseId),
+				 errhint("Restart the server to free the state of databases that no longer use notify_ext.")));
 	if (create && !found)
 	{
 		db->seqrelid = InvalidOid;

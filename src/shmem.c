@@ -9,6 +9,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/syscache.h"
 
 #include "shmem.h"
 
@@ -80,6 +81,26 @@ shmem_database_table(const char *name, Size entrysize, int max_databases)
 	ctl.keysize = sizeof(Oid);
 	ctl.entrysize = entrysize;
 	return ShmemInitHash(name, max_databases, max_databases, &ctl, HASH_ELEM | HASH_BLOBS);
+}
+
+void *
+shmem_database_enter(HTAB *table, int max_databases, Oid dboid, bool *found)
+{
+	void	   *entry = hash_search(table, &dboid, HASH_FIND, found);
+
+	if (entry != NULL)
+		return entry;
+	if (hash_get_num_entries(table) >= max_databases)
+	{
+		HASH_SEQ_STATUS hs;
+		Oid		   *key;
+
+		hash_seq_init(&hs, table);
+		while ((key = hash_seq_search(&hs)) != NULL)
+			if (!SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(*key)))
+				hash_search(table, key, HASH_REMOVE, NULL);
+	}
+	return hash_search(table, &dboid, HASH_ENTER_NULL, found);
 }
 
 static void

@@ -41,6 +41,16 @@ extern HTAB *shmem_database_table(const char *name, Size entrysize, int max_data
 extern Size shmem_database_table_size(Size entrysize, int max_databases);
 
 /*
+ * The entry of database dboid in such a table, entered if missing (found
+ * says which).  A table holding max_databases entries or more first gives
+ * up those of databases that no longer exist (a catalog lookup: call in a
+ * transaction), so that dropped databases do not pile up; past that it
+ * grows into the server's spare shared memory, and NULL means that is
+ * used up.  The caller holds the table's lock exclusively.
+ */
+extern void *shmem_database_enter(HTAB *table, int max_databases, Oid dboid, bool *found);
+
+/*
  * Starts a background worker of notify_ext running function (a
  * PGDLLEXPORT entry point named notify_ext_<worker>_main) with arg, for a
  * database (InvalidOid: none).  extra, when not NULL, is copied into

@@ -488,3 +488,35 @@ def test_pruning_job_runs_only_in_its_own_database(setup):
         with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
             su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             su.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER NOCREATEDB").format(sql.Identifier(MALLORY)))
+
+
+def test_dropped_databases_do_not_use_up_shared_memory(setup):
+    """A role that may create databases creates one from a template with
+    notify_ext, publishes there (which claims the database's slot for
+    numbering events) and drops it, over and over: more times than there
+    are slots.  The slots of dropped databases are reused; the server's
+    spare shared memory does not shrink."""
+    template = "attack_cycle_tpl"
+    free = "SELECT size FROM pg_shmem_allocations WHERE name IS NULL"
+    with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+        su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(template)))
+        su.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
+    with psycopg.connect(dsn_for(template), autocommit=True) as su:
+        su.execute("CREATE EXTENSION notify_ext")
+    try:
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            before = None
+            for i in range(300):
+                name = sql.Identifier(f"attack_cycle_{i}")
+                su.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    name, sql.Identifier(template)))
+                with psycopg.connect(dsn_for(f"attack_cycle_{i}"), autocommit=True) as c:
+                    c.execute("SELECT notify_ext.publish('cycle', 'made', '{}')")
+                su.execute(sql.SQL("DROP DATABASE {}").format(name))
+                if i == 20:
+                    before = su.execute(free).fetchone()[0]
+            after = su.execute(free).fetchone()[0]
+        assert after == before, f"spare shared memory went from {before} to {after} bytes"
+    finally:
+        with psycopg.connect(dsn_for("postgres"), autocommit=True) as su:
+            su.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(template)))
