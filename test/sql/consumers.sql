@@ -192,3 +192,19 @@ SELECT count(*) AS subtree_rule_differs
  WHERE notify_ext._in_subtree(r.id, e.resource_id, e.resource_path)
        IS DISTINCT FROM notify_ext._in_scope(r.id, true, NULL, NULL, NULL, e.resource_id,
                                              e.resource_path, e.stream, e.operation, e.occurred_at);
+
+-- A json column may hold escapes jsonb cannot (\u0000, lone surrogates):
+-- the message carries U+FFFD for them, so the event stays fetchable and
+-- does not stop the consumer.
+SELECT notify_ext.register_resource('cq1', 'project');
+CREATE TABLE cjson (id text PRIMARY KEY, parent text, j json);
+SELECT notify_ext.track('cjson', 'doc', parent_column => 'parent');
+SELECT notify_ext.create_stream_consumer('cq1') AS cq \gset
+INSERT INTO cjson VALUES ('j1', 'cq1', '{"nul": "a\u0000b", "high": "\ud800x", "low": "\udc00", "pair": "\ud83d\ude00", "kept": "\\u0000", "n": [1, {"x": "\u0000"}]}'),
+                         ('j2', 'cq1', '"\ud800"'), ('j3', 'cq1', '{"ok": 1}');
+SELECT message->'resource'->>'id' AS id, message->'payload'->'j' AS j,
+       jsonb_typeof(message) AS typeof, message::text::jsonb = message AS round_trips
+  FROM notify_ext.get_event_message_batch(:'cq', 10) ORDER BY seq;
+SELECT notify_ext.delete_stream_consumer(:'cq');
+DROP TABLE cjson;
+DELETE FROM notify_ext.resources WHERE id = 'cq1';
