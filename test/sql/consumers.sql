@@ -208,3 +208,22 @@ SELECT message->'resource'->>'id' AS id, message->'payload'->'j' AS j,
 SELECT notify_ext.delete_stream_consumer(:'cq');
 DROP TABLE cjson;
 DELETE FROM notify_ext.resources WHERE id = 'cq1';
+
+-- Only the hmac as handed out is valid: the same 32 bytes written with other
+-- unused low bits in the last base64 character are refused, nothing acknowledged.
+SELECT notify_ext.register_resource('cq2', 'project');
+SELECT notify_ext.create_stream_consumer('cq2', ack_wait => '1 hour') AS cq \gset
+SELECT notify_ext.publish('jobs', 'JOB_PROCESSED', '{}', 'cq2');
+CREATE TEMP TABLE f6 AS SELECT * FROM notify_ext.get_event_message_batch(:'cq', 10);
+CREATE TEMP TABLE f6_variant AS
+SELECT seq, reply, salt, substr(hmac, 1, 42)
+         || substr(b.alphabet, ((strpos(b.alphabet, substr(hmac, 43, 1)) - 1) # 1) + 1, 1)
+         || '=' AS hmac
+  FROM f6, (VALUES ('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/')) b(alphabet);
+SELECT decode(v.hmac, 'base64') = decode(f6.hmac, 'base64') AS same_bytes, v.hmac <> f6.hmac AS other_text
+  FROM f6 JOIN f6_variant v USING (reply);
+SELECT regress_try(format('SELECT notify_ext.acknowledge_message_batch(%L)', pg_temp.replies('f6_variant')));
+SELECT (notify_ext.consumer_info(:'cq')->>'num_ack_pending')::int AS ack_pending;
+SELECT notify_ext.acknowledge_message_batch(pg_temp.replies('f6')) AS acked;
+SELECT notify_ext.delete_stream_consumer(:'cq');
+DELETE FROM notify_ext.resources WHERE id = 'cq2';
