@@ -227,3 +227,21 @@ SELECT (notify_ext.consumer_info(:'cq')->>'num_ack_pending')::int AS ack_pending
 SELECT notify_ext.acknowledge_message_batch(pg_temp.replies('f6')) AS acked;
 SELECT notify_ext.delete_stream_consumer(:'cq');
 DELETE FROM notify_ext.resources WHERE id = 'cq2';
+
+-- Scopes compare whole ids: a subtree "cs1" holds nothing of "cs10", "cs_"
+-- nothing of "csx", and LIKE or regex characters in ids mean themselves.
+SELECT notify_ext.register_resource(id, 'project')
+  FROM unnest(ARRAY['cs1', 'cs10', 'cs_', 'csx', 'cs%', 'cs\', 'cs.', 'cs.*']) id;
+SELECT notify_ext.register_resource(id || '/child', 'item', id)
+  FROM unnest(ARRAY['cs1', 'cs10', 'cs_', 'csx', 'cs%', 'cs\', 'cs.', 'cs.*']) id;
+SELECT notify_ext.publish('jobs', 'JOB_PROCESSED', '{}', id || s)
+  FROM unnest(ARRAY['cs1', 'cs10', 'cs_', 'csx', 'cs%', 'cs\', 'cs.', 'cs.*']) id,
+       unnest(ARRAY['', '/child']) s;
+CREATE TEMP TABLE cs_consumers AS
+SELECT id, sub, notify_ext.create_stream_consumer(id, include_subresources => sub,
+           deliver => 'from_sequence', from_sequence => (SELECT max(seq) - 15 FROM notify_ext.event_log)) AS c
+  FROM unnest(ARRAY['cs1', 'cs_', 'cs%', 'cs\', 'cs.']) id, unnest(ARRAY[true, false]) sub;
+SELECT id, sub, (SELECT string_agg(m.message->'resource'->>'id', ' ' ORDER BY m.seq)
+                   FROM notify_ext.get_event_message_batch(c, 100) m) AS fetched
+  FROM cs_consumers ORDER BY id, sub;
+DELETE FROM notify_ext.consumers;
