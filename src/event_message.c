@@ -10,6 +10,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "mb/pg_wchar.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 #include "utils/arrayaccess.h"
@@ -306,6 +307,95 @@ jb_flat_object(JbWriter *w, const char *p, int len)
 	return true;
 }
 
+static int
+hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* The code unit of the escape "\uXXXX" at p (p < end), or -1. */
+static int
+unicode_escape(const char *p, const char *end)
+{
+	int			u = 0;
+
+	if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+		return -1;
+	for (int i = 2; i < 6; i++)
+	{
+		int			d = hex_digit(p[i]);
+
+		if (d < 0)
+			return -1;
+		u = u * 16 + d;
+	}
+	return u;
+}
+
+/*
+ * The payload's JSON text with the escapes jsonb cannot hold, \u0000 and
+ * surrogates that are not a high one followed by a low one, replaced by
+ * U+FFFD (by "?" in databases whose encoding is not UTF-8).  The json type
+ * accepts them, so a json column of a tracked row can carry them, and
+ * jsonb_in() would refuse the payload: the event could then never be
+ * fetched, and would stop every consumer whose scope holds it.  Backslashes
+ * of valid JSON are all inside strings, so each one starts an escape.
+ */
+static char *
+payload_for_jsonb(const char *s, int len)
+{
+	const char *end = s + len;
+	const char *p = s;
+	const char *copied = s;
+	const char *replacement = GetDatabaseEncoding() == PG_UTF8 ? "\\ufffd" : "?";
+	StringInfoData out;
+	bool		changed = false;
+
+	initStringInfo(&out);
+	while ((p = memchr(p, '\\', end - p)) != NULL)
+	{
+		int			u = unicode_escape(p, end);
+		int			bad = 0;	/* bytes of a bad escape at p */
+
+		if (u == 0 || (u >= 0xDC00 && u <= 0xDFFF))
+			bad = 6;
+		else if (u >= 0xD800 && u <= 0xDBFF)
+		{
+			int			low = unicode_escape(p + 6, end);
+
+			if (low >= 0xDC00 && low <= 0xDFFF)
+			{
+				p += 12;		/* a valid pair */
+				continue;
+			}
+			bad = 6;
+		}
+		if (bad == 0)
+		{
+			p = Min(p + ((u >= 0) ? 6 : 2), end);
+			continue;
+		}
+		appendBinaryStringInfo(&out, copied, p - copied);
+		appendStringInfoString(&out, replacement);
+		p += bad;
+		copied = p;
+		changed = true;
+	}
+	if (!changed)
+	{
+		pfree(out.data);
+		return pnstrdup(s, len);
+	}
+	appendBinaryStringInfo(&out, copied, end - copied);
+	return out.data;
+}
+
 /* The payload (json text), parsed once; its container is copied in whole. */
 static void
 jb_payload(JbWriter *w, text *payload)
@@ -314,7 +404,9 @@ jb_payload(JbWriter *w, text *payload)
 
 	if (jb_flat_object(w, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload)))
 		return;
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text_to_cstring(payload))));
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+											CStringGetDatum(payload_for_jsonb(VARDATA_ANY(payload),
+																			  VARSIZE_ANY_EXHDR(payload)))));
 
 	if (JB_ROOT_IS_SCALAR(jb))
 	{

@@ -312,10 +312,16 @@ reply_verify(const ReplyKey *k, const char *reply, const char *salt, const char 
 	unsigned char expected[crypto_auth_hmacsha256_BYTES];
 	size_t		len;
 
-	/* 44 characters, padding included, as base64() writes 32 bytes */
+	/*
+	 * 44 characters, padding included, as base64() writes 32 bytes, and
+	 * exactly those: the decoder ignores the two low bits of the last
+	 * character, so four strings decode to the same bytes, and only the one
+	 * handed out is a valid hmac.
+	 */
 	len = strlen(hmac_b64);
 	if (len != 4 * ((crypto_auth_hmacsha256_BYTES + 2) / 3) ||
-		pg_b64_decode(hmac_b64, len, (void *) given, sizeof(given)) != crypto_auth_hmacsha256_BYTES)
+		pg_b64_decode(hmac_b64, len, (void *) given, sizeof(given)) != crypto_auth_hmacsha256_BYTES ||
+		strcmp(base64(given, sizeof(given)), hmac_b64) != 0)
 		return REPLY_MALFORMED;
 	reply_mac(k, reply, salt, expected);
 	return sodium_memcmp(given, expected, sizeof(expected)) == 0 ? REPLY_VALID : REPLY_FORGED;

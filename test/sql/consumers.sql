@@ -192,3 +192,56 @@ SELECT count(*) AS subtree_rule_differs
  WHERE notify_ext._in_subtree(r.id, e.resource_id, e.resource_path)
        IS DISTINCT FROM notify_ext._in_scope(r.id, true, NULL, NULL, NULL, e.resource_id,
                                              e.resource_path, e.stream, e.operation, e.occurred_at);
+
+-- A json column may hold escapes jsonb cannot (\u0000, lone surrogates):
+-- the message carries U+FFFD for them, so the event stays fetchable and
+-- does not stop the consumer.
+SELECT notify_ext.register_resource('cq1', 'project');
+CREATE TABLE cjson (id text PRIMARY KEY, parent text, j json);
+SELECT notify_ext.track('cjson', 'doc', parent_column => 'parent');
+SELECT notify_ext.create_stream_consumer('cq1') AS cq \gset
+INSERT INTO cjson VALUES ('j1', 'cq1', '{"nul": "a\u0000b", "high": "\ud800x", "low": "\udc00", "pair": "\ud83d\ude00", "kept": "\\u0000", "n": [1, {"x": "\u0000"}]}'),
+                         ('j2', 'cq1', '"\ud800"'), ('j3', 'cq1', '{"ok": 1}');
+SELECT message->'resource'->>'id' AS id, message->'payload'->'j' AS j,
+       jsonb_typeof(message) AS typeof, message::text::jsonb = message AS round_trips
+  FROM notify_ext.get_event_message_batch(:'cq', 10) ORDER BY seq;
+SELECT notify_ext.delete_stream_consumer(:'cq');
+DROP TABLE cjson;
+DELETE FROM notify_ext.resources WHERE id = 'cq1';
+
+-- Only the hmac as handed out is valid: the same 32 bytes written with other
+-- unused low bits in the last base64 character are refused, nothing acknowledged.
+SELECT notify_ext.register_resource('cq2', 'project');
+SELECT notify_ext.create_stream_consumer('cq2', ack_wait => '1 hour') AS cq \gset
+SELECT notify_ext.publish('jobs', 'JOB_PROCESSED', '{}', 'cq2');
+CREATE TEMP TABLE f6 AS SELECT * FROM notify_ext.get_event_message_batch(:'cq', 10);
+CREATE TEMP TABLE f6_variant AS
+SELECT seq, reply, salt, substr(hmac, 1, 42)
+         || substr(b.alphabet, ((strpos(b.alphabet, substr(hmac, 43, 1)) - 1) # 1) + 1, 1)
+         || '=' AS hmac
+  FROM f6, (VALUES ('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/')) b(alphabet);
+SELECT decode(v.hmac, 'base64') = decode(f6.hmac, 'base64') AS same_bytes, v.hmac <> f6.hmac AS other_text
+  FROM f6 JOIN f6_variant v USING (reply);
+SELECT regress_try(format('SELECT notify_ext.acknowledge_message_batch(%L)', pg_temp.replies('f6_variant')));
+SELECT (notify_ext.consumer_info(:'cq')->>'num_ack_pending')::int AS ack_pending;
+SELECT notify_ext.acknowledge_message_batch(pg_temp.replies('f6')) AS acked;
+SELECT notify_ext.delete_stream_consumer(:'cq');
+DELETE FROM notify_ext.resources WHERE id = 'cq2';
+
+-- Scopes compare whole ids: a subtree "cs1" holds nothing of "cs10", "cs_"
+-- nothing of "csx", and LIKE or regex characters in ids mean themselves.
+SELECT notify_ext.register_resource(id, 'project')
+  FROM unnest(ARRAY['cs1', 'cs10', 'cs_', 'csx', 'cs%', 'cs\', 'cs.', 'cs.*']) id;
+SELECT notify_ext.register_resource(id || '/child', 'item', id)
+  FROM unnest(ARRAY['cs1', 'cs10', 'cs_', 'csx', 'cs%', 'cs\', 'cs.', 'cs.*']) id;
+SELECT notify_ext.publish('jobs', 'JOB_PROCESSED', '{}', id || s)
+  FROM unnest(ARRAY['cs1', 'cs10', 'cs_', 'csx', 'cs%', 'cs\', 'cs.', 'cs.*']) id,
+       unnest(ARRAY['', '/child']) s;
+CREATE TEMP TABLE cs_consumers AS
+SELECT id, sub, notify_ext.create_stream_consumer(id, include_subresources => sub,
+           deliver => 'from_sequence', from_sequence => (SELECT max(seq) - 15 FROM notify_ext.event_log)) AS c
+  FROM unnest(ARRAY['cs1', 'cs_', 'cs%', 'cs\', 'cs.']) id, unnest(ARRAY[true, false]) sub;
+SELECT id, sub, (SELECT string_agg(m.message->'resource'->>'id', ' ' ORDER BY m.seq)
+                   FROM notify_ext.get_event_message_batch(c, 100) m) AS fetched
+  FROM cs_consumers ORDER BY id, sub;
+DELETE FROM notify_ext.consumers;
