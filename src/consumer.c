@@ -17,6 +17,7 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
+#include "common/int.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -387,6 +388,23 @@ take_redeliveries(Datum id, ConsumerRow *c, Delivery *out, int max, int64 *termi
 	return n;
 }
 
+/* When a wait that starts now ends; a wait too long to count never ends. */
+static TimestampTz
+wait_deadline(const Interval *wait)
+{
+	int64		us = wait->time;
+	int64		part;
+	TimestampTz deadline;
+
+	if (pg_mul_s64_overflow((int64) wait->day, USECS_PER_DAY, &part) ||
+		pg_add_s64_overflow(us, part, &us) ||
+		pg_mul_s64_overflow((int64) wait->month, (int64) DAYS_PER_MONTH * USECS_PER_DAY, &part) ||
+		pg_add_s64_overflow(us, part, &us) ||
+		pg_add_s64_overflow(GetCurrentTimestamp(), us, &deadline))
+		return PG_INT64_MAX;
+	return deadline;
+}
+
 /* Waits until something is ready for the consumer or the deadline passes. */
 static void
 long_poll(Datum id, TimestampTz deadline)
@@ -453,7 +471,9 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 	if (wait && (wait->time < 0 || wait->day < 0 || wait->month < 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("wait must not be negative")));
+				 errmsg("wait must not be negative, not %s",
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(wait)))),
+				 errhint("Pass 0 to return at once, or a positive interval to wait.")));
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
@@ -475,8 +495,7 @@ notify_ext_get_event_message_batch(PG_FUNCTION_ARGS)
 
 	/* Long poll: wait, without holding the consumer, until something is ready. */
 	if (wait && (wait->time > 0 || wait->day > 0 || wait->month > 0))
-		long_poll(id, GetCurrentTimestamp() + wait->time + (int64) wait->day * USECS_PER_DAY +
-				  (int64) wait->month * DAYS_PER_MONTH * USECS_PER_DAY);
+		long_poll(id, wait_deadline(wait));
 
 	/* Fetch under the consumer's lock. */
 	if (!read_consumer(id, true, &c))

@@ -126,6 +126,13 @@ SELECT regress_try($$SELECT * FROM notify_ext.get_event_message_batch('00000000-
 SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L, 0)', :'c'));
 SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L, 10001)', :'c'));
 SELECT regress_try(format('SELECT * FROM notify_ext.get_event_message_batch(%L, 1, %L)', :'c', '-1 second'));
+-- A wait too long to count in microseconds still waits (here until the
+-- statement times out), rather than returning at once.
+SELECT notify_ext.create_stream_consumer('cp1', deliver => 'new') AS cw \gset
+SET statement_timeout = '300ms';
+SELECT count(*) FROM notify_ext.get_event_message_batch(:'cw', 1, '100000000 years');
+RESET statement_timeout;
+SELECT notify_ext.delete_stream_consumer(:'cw');
 SELECT regress_try($$SELECT notify_ext.consumer_info('00000000-0000-0000-0000-000000000000')$$);
 SELECT regress_try($$SELECT notify_ext.delete_stream_consumer('00000000-0000-0000-0000-000000000000')$$);
 BEGIN ISOLATION LEVEL REPEATABLE READ;
