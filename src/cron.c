@@ -176,8 +176,7 @@ notify_ext_cron_main(Datum arg)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("notify_ext pg_cron call: could not attach to its shared memory segment")));
 	call = dsm_segment_address(seg);
-	BackgroundWorkerInitializeConnectionByOid(call->dboid, call->useroid, 0);
-	pin_worker_settings();
+	worker_connect(call->dboid, call->useroid);
 
 	cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();

@@ -118,8 +118,7 @@ notify_ext_dropper_main(Datum arg)
 	/* Terminate only at CHECK_FOR_INTERRUPTS(), never inside a commit. */
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.useroid, 0);
-	pin_worker_settings();
+	worker_connect(args.dboid, args.useroid);
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();

@@ -20,6 +20,7 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -110,7 +111,8 @@ act_as(Oid role, bool restricted, ActingRole *saved)
 							 GUC_ACTION_SAVE, true, 0, false);
 }
 
-void
+/* See worker_connect(). */
+static void
 pin_worker_settings(void)
 {
 	Oid			self = GetAuthenticatedUserId();
@@ -140,6 +142,13 @@ pin_worker_settings(void)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("notify_ext background worker runs as role %u, not as role %u it connected as",
 						GetUserId(), self)));
+}
+
+void
+worker_connect(Oid dboid, Oid useroid)
+{
+	BackgroundWorkerInitializeConnectionByOid(dboid, useroid, 0);
+	pin_worker_settings();
 }
 
 void

@@ -57,14 +57,16 @@ extern void act_as_extension_owner(ActingRole *saved);
 extern void stop_acting(ActingRole *saved);
 
 /*
- * For background workers, once connected, before the first query: a
- * database's owner may set any user-settable parameter for every session
- * there (ALTER DATABASE ... SET).  Pinned for the whole session, whatever
- * the database's or the role's settings say: search_path, the role and
- * session user (the one the worker connected as), read-only transactions,
- * statement, lock and idle timeouts, exit_on_error, notify_ext.principal.
+ * Connects a background worker to database dboid as role useroid
+ * (InvalidOid: the bootstrap superuser), the one way every worker connects.
+ * A database's owner may set any user-settable parameter for every session
+ * there (ALTER DATABASE ... SET); before the first query these are pinned
+ * for the whole session, whatever the database's or the role's settings
+ * say: search_path, the role and session user (the one connected as),
+ * read-only transactions, statement, lock and idle timeouts, exit_on_error,
+ * notify_ext.principal.
  */
-extern void pin_worker_settings(void);
+extern void worker_connect(Oid dboid, Oid useroid);
 
 /*
  * Bytes from outside the server as text valid in the database's encoding,

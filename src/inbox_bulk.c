@@ -25,7 +25,6 @@
 #include "access/heapam.h"
 #include "access/tableam.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
@@ -43,6 +42,7 @@
 #include "utils/timestamp.h"
 
 #include "event_write.h"
+#include "extension.h"
 #include "inbox.h"
 #include "principal.h"
 #include "spi_plan.h"
@@ -403,7 +403,7 @@ static bool
 store_direct(BulkItem *it, int n, Datum *ids, bool *idnull, int kept, TimestampTz now,
 			 bool *insert_trigger_fires)
 {
-	Oid			relid = get_relname_relid("notifications", get_namespace_oid("notify_ext", false));
+	Oid			relid = get_relname_relid("notifications", extension_schema());
 	Relation	rel;
 	TupleDesc	desc;
 	EState	   *estate;
@@ -565,7 +565,7 @@ notify_ext_create_notifications_bulk(PG_FUNCTION_ARGS)
 	muted = muted_pairs(it, n);
 
 	/* Ids in item order, NULL for a switched-off type. */
-	seq = get_relname_relid("notifications_id_seq", get_namespace_oid("notify_ext", false));
+	seq = get_relname_relid("notifications_id_seq", extension_schema());
 	if (!OidIsValid(seq))
 		elog(ERROR, "sequence notify_ext.notifications_id_seq is missing");
 	ids = SPI_palloc(n * sizeof(Datum));

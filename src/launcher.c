@@ -45,7 +45,6 @@
 #include "utils/snapmgr.h"
 
 #include "event_buffer.h"
-#include "extension.h"
 #include "launcher.h"
 #include "shmem.h"
 
@@ -341,13 +340,6 @@ db_worker_detach_if(uint64 generation)
  * function `needed`, unless the kind's configuration changed meanwhile:
  * then exits with an error code so that the launcher starts it again.
  */
-void
-db_worker_connect(Oid dboid)
-{
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	pin_worker_settings();
-}
-
 void
 db_worker_leave_unless_installed(const char *needed, uint64 generation)
 {

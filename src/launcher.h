@@ -51,13 +51,6 @@ extern uint64 db_worker_generation(void);
 extern bool db_worker_detach_if(uint64 generation);
 
 /*
- * For a worker: connects to its database as the bootstrap superuser, with
- * search_path pinned to pg_catalog, pg_temp before any query (the
- * database's own settings, which its owner controls, are applied first).
- */
-extern void db_worker_connect(Oid dboid);
-
-/*
  * For a worker connected to its database: leaves unless notify_ext is
  * installed there with function `needed`.
  */

@@ -19,7 +19,6 @@
 #include "access/htup_details.h"
 #include "access/twophase.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "commands/sequence.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
@@ -104,7 +103,7 @@ ordering_shmem_init(void)
 static Oid
 reservation_sequence(void)
 {
-	Oid			nsp = get_namespace_oid("notify_ext", false);
+	Oid			nsp = extension_schema();
 	Oid			relid = get_relname_relid("seq_reservation", nsp);
 
 	if (!OidIsValid(relid))

@@ -1283,7 +1283,7 @@ notify_ext_relay_worker_main(Datum main_arg)
 	if (!db_worker_attach(DB_WORKER_RELAYS, dboid, &loaded_generation))
 		proc_exit(0);
 
-	db_worker_connect(dboid);
+	worker_connect(dboid, InvalidOid);
 	pgstat_report_appname("notify_ext relay worker");
 	/* Losing a commit of this worker only means publishing again. */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);

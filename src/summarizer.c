@@ -297,8 +297,7 @@ notify_ext_summarizer_main(Datum arg)
 	my_dboid = DatumGetObjectId(arg);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
-	pin_worker_settings();
+	worker_connect(my_dboid, InvalidOid);
 
 	LWLockAcquire(&shared->lock, LW_EXCLUSIVE);
 	db = hash_search(databases, &my_dboid, HASH_FIND, NULL);

@@ -1457,7 +1457,7 @@ notify_ext_webhook_worker_main(Datum main_arg)
 	if (!db_worker_attach(DB_WORKER_WEBHOOKS, my_dboid, &loaded_generation))
 		proc_exit(0);
 
-	db_worker_connect(my_dboid);
+	worker_connect(my_dboid, InvalidOid);
 	pgstat_report_appname("notify_ext webhook worker");
 
 	/* Losing a commit of this worker only means doing the work again. */
