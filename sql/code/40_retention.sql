@@ -84,6 +84,9 @@ AS $$
 DECLARE
     v_max bigint;
     v_total bigint;
+    v_table text;
+    v_position text;
+    v_from_date text;
 BEGIN
     EXECUTE pg_catalog.format('SELECT max(seq) FROM %s', partition) INTO v_max;
     IF v_max IS NULL
@@ -91,55 +94,39 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM notify_ext.relays r WHERE r.position < v_max)) THEN
         RETURN 0;
     END IF;
-    EXECUTE pg_catalog.format($q$
-        WITH lagging AS MATERIALIZED (
-            SELECT c.id, c.delivered_upto, c.resource_id, c.include_subresources,
-                   c.streams, c.operations, c.from_date
-              FROM notify_ext.consumers c
-             WHERE c.delivered_upto < $1
-             ORDER BY c.id
-               FOR UPDATE),
-        counts AS (
-            SELECT c.id,
-                   (SELECT count(*) FROM %s e
-                     WHERE e.seq > c.delivered_upto
-                       AND ($2::timestamptz IS NULL OR e.occurred_at < $2)
-                       AND notify_ext._in_scope(c.resource_id, c.include_subresources, c.streams,
-                                                c.operations, c.from_date, e.resource_id,
-                                                e.resource_path, e.stream, e.operation,
-                                                e.occurred_at)) AS n
-              FROM lagging c),
-        upd AS (
-            UPDATE notify_ext.consumers c SET missed = c.missed + counts.n
-              FROM counts
-             WHERE c.id = counts.id AND counts.n > 0
-            RETURNING counts.n)
-        SELECT COALESCE(sum(upd.n), 0)::bigint FROM upd$q$, partition)
-        INTO v_total USING v_max, older_than;
-    EXECUTE pg_catalog.format($q$
-        WITH lagging AS MATERIALIZED (
-            SELECT r.id, r.position, r.resource_id, r.include_subresources, r.streams, r.operations
-              FROM notify_ext.relays r
-             WHERE r.position < $1
-             ORDER BY r.id
-               FOR UPDATE),
-        counts AS (
-            SELECT r.id,
-                   (SELECT count(*) FROM %s e
-                     WHERE e.seq > r.position
-                       AND ($2::timestamptz IS NULL OR e.occurred_at < $2)
-                       AND notify_ext._in_scope(r.resource_id, r.include_subresources, r.streams,
-                                                r.operations, NULL, e.resource_id,
-                                                e.resource_path, e.stream, e.operation,
-                                                e.occurred_at)) AS n
-              FROM lagging r),
-        upd AS (
-            UPDATE notify_ext.relays r SET missed = r.missed + counts.n
-              FROM counts
-             WHERE r.id = counts.id AND counts.n > 0
-            RETURNING counts.n)
-        SELECT $3 + COALESCE(sum(upd.n), 0)::bigint FROM upd$q$, partition)
-        INTO v_total USING v_max, older_than, v_total;
+    -- The same count for both readers: their table, the column of their
+    -- position, and their from_date (relays have none).
+    v_total := 0;
+    FOR v_table, v_position, v_from_date IN
+        VALUES ('consumers', 'delivered_upto', 'r.from_date'), ('relays', 'position', 'NULL')
+    LOOP
+        EXECUTE pg_catalog.format($q$
+            WITH lagging AS MATERIALIZED (
+                SELECT r.id, r.%2$I AS upto, r.resource_id, r.include_subresources, r.streams,
+                       r.operations, %3$s::timestamptz AS from_date
+                  FROM notify_ext.%1$I r
+                 WHERE r.%2$I < $1
+                 ORDER BY r.id
+                   FOR UPDATE),
+            counts AS (
+                SELECT r.id,
+                       (SELECT count(*) FROM %4$s e
+                         WHERE e.seq > r.upto
+                           AND ($2::timestamptz IS NULL OR e.occurred_at < $2)
+                           AND notify_ext._in_scope(r.resource_id, r.include_subresources, r.streams,
+                                                    r.operations, r.from_date, e.resource_id,
+                                                    e.resource_path, e.stream, e.operation,
+                                                    e.occurred_at)) AS n
+                  FROM lagging r),
+            upd AS (
+                UPDATE notify_ext.%1$I r SET missed = r.missed + counts.n
+                  FROM counts
+                 WHERE r.id = counts.id AND counts.n > 0
+                RETURNING counts.n)
+            SELECT $3 + COALESCE(sum(upd.n), 0)::bigint FROM upd$q$,
+            v_table, v_position, v_from_date, partition)
+            INTO v_total USING v_max, older_than, v_total;
+    END LOOP;
     RETURN v_total;
 END
 $$;
